@@ -1,0 +1,306 @@
+//! The control socket: `timens` asks for sandboxes and status here.
+//!
+//! Who is asking is taken from the kernel (`SO_PEERCRED`) and the asker's /proc entry, never
+//! from the request.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timens::store::SlotMeta;
+use timens_proto::{NsStatus, Offset, Request, Response};
+
+use crate::overlay::Overlay;
+use crate::pio;
+use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
+
+const CAP_SYS_ADMIN: u32 = 21;
+
+fn peer_pid_uid(sock: &UnixStream) -> io::Result<(u32, u32)> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid out-pointers of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid as u32, cred.uid))
+}
+
+fn error(errno: i32, message: impl Into<String>) -> Response {
+    Response::Error { errno, message: message.into() }
+}
+
+/// Serves the control socket until SIGTERM/SIGINT (or idle exit).
+pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Result<()> {
+    let sock_path = timens_proto::socket_path(state_dir);
+    // The store's lock proves no other daemon owns this state directory: a socket file left
+    // by a killed daemon is stale.
+    let _ = std::fs::remove_file(&sock_path);
+    let listener = UnixListener::bind(&sock_path)?;
+    // Anyone may ask for status; creating sandboxes is checked per request.
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666))?;
+    let pidfile = state_dir.join(timens_proto::PIDFILE_NAME);
+    std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
+    tracing::info!(socket = %sock_path.display(), pid = std::process::id(), "timensfs ready");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (sock_path, pidfile) = (sock_path.clone(), pidfile.clone());
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGTERM);
+            set.add(nix::sys::signal::Signal::SIGINT);
+            set.add(nix::sys::signal::Signal::SIGHUP);
+            if let Ok(sig) = set.wait() {
+                tracing::info!(?sig, "stopping");
+            }
+            let _ = std::fs::remove_file(&sock_path);
+            let _ = std::fs::remove_file(&pidfile);
+            std::process::exit(0);
+        })?;
+    }
+    {
+        let daemon = daemon.clone();
+        let (sock_path, pidfile, stop) = (sock_path.clone(), pidfile.clone(), stop.clone());
+        std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
+            let mut idle_since = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                reap_dead_namespaces(&daemon);
+                if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
+                    idle_since = Instant::now();
+                } else if idle_exit > 0 && idle_since.elapsed() >= Duration::from_secs(idle_exit) {
+                    tracing::info!("idle: exiting");
+                    stop.store(true, Ordering::SeqCst);
+                    let _ = std::fs::remove_file(&sock_path);
+                    let _ = std::fs::remove_file(&pidfile);
+                    std::process::exit(0);
+                }
+            }
+        })?;
+    }
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        let daemon = daemon.clone();
+        let _ = std::thread::Builder::new().name("control".into()).spawn(move || {
+            if let Err(e) = handle(&daemon, &conn) {
+                tracing::debug!(error = %e, "control connection failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn handle(daemon: &Arc<Daemon>, conn: &UnixStream) -> io::Result<()> {
+    let (peer_pid, peer_uid) = peer_pid_uid(conn)?;
+    let (req, fds) = timens_proto::read_request(conn)?;
+    let resp = match req {
+        Request::Ping => Response::Pong {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        Request::Status => Response::Status { namespaces: status(daemon) },
+        Request::CreateSandbox { monotonic, boottime, for_children, label } => {
+            match create_sandbox(daemon, peer_pid, peer_uid, fds, monotonic, boottime, for_children, label) {
+                Ok(inum) => Response::Created { inum },
+                Err(r) => r,
+            }
+        }
+    };
+    timens_proto::write_response(conn, &resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_sandbox(
+    daemon: &Arc<Daemon>,
+    peer_pid: u32,
+    peer_uid: u32,
+    fds: Vec<OwnedFd>,
+    monotonic: Offset,
+    boottime: Offset,
+    for_children: bool,
+    label: String,
+) -> Result<u32, Response> {
+    // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
+    let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
+        .map_err(|e| error(libc::EPERM, format!("cannot read the caller's credentials: {e}")))?;
+    if peer_uid != 0 || !creds.has_cap(CAP_SYS_ADMIN) {
+        return Err(error(libc::EPERM, "creating a time namespace needs root with CAP_SYS_ADMIN"));
+    }
+    let [fuse_fd, procfs]: [OwnedFd; 2] = fds
+        .try_into()
+        .map_err(|_| error(libc::EINVAL, "create_sandbox needs two fds: /dev/fuse and the sandbox's procfs"))?;
+    let offsets = procview::Offsets {
+        monotonic: procview::Timespec::new(monotonic.sec, monotonic.nsec),
+        boottime: procview::Timespec::new(boottime.sec, boottime.nsec),
+    };
+    for (clock, val) in [(procview::Clock::Monotonic, offsets.monotonic), (procview::Clock::Boottime, offsets.boottime)] {
+        if !(0..1_000_000_000).contains(&val.nsec) {
+            return Err(error(libc::EINVAL, format!("{} offset: nanoseconds must be 0..999999999", clock.name())));
+        }
+        if !Daemon::offset_in_range(clock, val) {
+            return Err(error(
+                libc::ERANGE,
+                format!("{} offset {}.{:09} is out of range for this host's clock", clock.name(), val.sec, val.nsec),
+            ));
+        }
+    }
+    let ids = nspids(daemon.host_proc(), peer_pid).map_err(|e| error(libc::ESRCH, e.to_string()))?;
+    let pidns_level = ids.len().saturating_sub(1);
+    let nspid = *ids.last().unwrap_or(&peer_pid);
+    let (anchor_starttime, _) = pio::stat_start_and_state(daemon.host_proc(), &peer_pid.to_string())
+        .map_err(|e| error(libc::ESRCH, e.to_string()))?;
+    let mntns_inum = pio::stat_at(daemon.host_proc(), &format!("{peer_pid}/ns/mnt"), true)
+        .map(|st| st.st_ino)
+        .unwrap_or(0);
+    let meta = SlotMeta {
+        anchor_pid: peer_pid,
+        anchor_starttime,
+        mntns_inum,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        label: label.clone(),
+    };
+    // Without --for-children the creator enters at once (it execs the command next): frozen (B2).
+    let slot = daemon
+        .create_namespace(offsets, !for_children, meta)
+        .map_err(|e| error(e.raw_os_error().unwrap_or(libc::ENOSPC), format!("no namespace slot: {e}")))?;
+    let sb = Arc::new(Sandbox {
+        id: daemon.next_sandbox_id(),
+        ns: slot,
+        label,
+        procfs,
+        pidns_level,
+        anchor_pid: peer_pid,
+        by_nspid: Default::default(),
+        notifier: Default::default(),
+        alive: AtomicBool::new(true),
+    });
+    daemon.sandboxes.insert(sb.id, sb.clone());
+    if for_children {
+        // The creator keeps its namespace; the new one is its time_for_children (A1).
+        let current = daemon.tasks.get(&peer_pid).map(|r| r.ns.time).unwrap_or(NsRef::Init);
+        daemon.track(&sb, peer_pid, nspid, TaskNs { time: current, tfc: NsRef::Slot(slot) });
+    }
+    let fail = |daemon: &Arc<Daemon>, msg: String| {
+        daemon.sandboxes.remove(&sb.id);
+        daemon.untrack(peer_pid);
+        daemon.store.release(slot);
+        error(libc::EIO, msg)
+    };
+    let overlay = Overlay::new(daemon.clone(), sb.clone());
+    let mut config = fuser::Config::default();
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    let session = match fuser::Session::from_fd(overlay, fuse_fd, fuser::SessionACL::All, config) {
+        Ok(s) => s,
+        Err(e) => return Err(fail(daemon, format!("FUSE handshake failed: {e}"))),
+    };
+    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.notifier());
+    let d = daemon.clone();
+    let sbc = sb.clone();
+    let spawned = std::thread::Builder::new().name(format!("sandbox-{}", sb.id)).spawn(move || {
+        if let Err(e) = session.run() {
+            tracing::warn!(sandbox = sbc.id, error = %e, "FUSE session ended with an error");
+        }
+        end_sandbox(&d, &sbc);
+    });
+    if let Err(e) = spawned {
+        return Err(fail(daemon, format!("cannot start the session thread: {e}")));
+    }
+    tracing::info!(sandbox = sb.id, inum = slot.inum(), label = %sb.label, pid = peer_pid, "sandbox created");
+    Ok(slot.inum())
+}
+
+/// The sandbox's overlay is gone (its mount namespace died with its last process): release
+/// everything it held.
+fn end_sandbox(daemon: &Daemon, sb: &Sandbox) {
+    sb.alive.store(false, Ordering::SeqCst);
+    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let tracked: Vec<u32> = sb.by_nspid.iter().map(|e| *e.value()).collect();
+    for t in tracked {
+        daemon.untrack(t);
+    }
+    daemon.sandboxes.remove(&sb.id);
+    daemon.store.release(sb.ns);
+    tracing::info!(sandbox = sb.id, inum = sb.ns.inum(), "sandbox ended");
+}
+
+/// Releases namespaces that no live sandbox serves and whose first process is gone (after a
+/// daemon restart, sandboxes that ended while it was down).
+pub fn reap_dead_namespaces(daemon: &Daemon) {
+    for snap in daemon.store.live() {
+        if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
+            continue;
+        }
+        let alive = matches!(
+            pio::stat_start_and_state(daemon.host_proc(), &snap.meta.anchor_pid.to_string()),
+            Ok((start, state)) if start == snap.meta.anchor_starttime && state != b'Z' && state != b'X'
+        );
+        if !alive {
+            daemon.store.release(snap.slot);
+            tracing::info!(inum = snap.inum, "released namespace of a sandbox that ended");
+        }
+    }
+}
+
+fn to_offset(t: procview::Timespec) -> Offset {
+    Offset { sec: t.sec, nsec: t.nsec }
+}
+
+fn status(daemon: &Daemon) -> Vec<NsStatus> {
+    let live = daemon.store.live();
+    // Processes per mount namespace (each sandbox has its own).
+    let mut per_mntns: std::collections::HashMap<u64, Vec<u32>> = Default::default();
+    if let Ok(names) = pio::list_at(daemon.host_proc(), ".") {
+        for (n, _) in names {
+            let Some(pid) = std::str::from_utf8(&n).ok().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Ok(st) = pio::stat_at(daemon.host_proc(), &format!("{pid}/ns/mnt"), true) {
+                per_mntns.entry(st.st_ino).or_default().push(pid);
+            }
+        }
+    }
+    live.into_iter()
+        .map(|snap| {
+            let ns = NsRef::Slot(snap.slot);
+            let sb = daemon.sandboxes.iter().find(|s| s.ns == snap.slot).map(|s| s.clone());
+            let mut members = 0u32;
+            for &pid in per_mntns.get(&snap.meta.mntns_inum).map(Vec::as_slice).unwrap_or(&[]) {
+                let time = daemon.tasks.get(&pid).map(|r| r.ns.time).unwrap_or(ns);
+                if time == ns {
+                    members += 1;
+                }
+            }
+            NsStatus {
+                inum: snap.inum,
+                monotonic: to_offset(snap.offsets.monotonic),
+                boottime: to_offset(snap.offsets.boottime),
+                frozen: snap.frozen,
+                members,
+                sandbox: snap.meta.label.clone(),
+                anchor_pid: snap.meta.anchor_pid,
+                served: sb.map(|s| s.alive.load(Ordering::SeqCst)).unwrap_or(false),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,85 @@
+//! timensfs: the daemon that serves time-namespace /proc overlays to sandboxes.
+//!
+//! It owns the offset store, answers `timens` on a control socket (trusting only peer
+//! credentials), serves one FUSE session per sandbox, and follows fork/exec/exit through the
+//! kernel's process-events connector.
+
+mod control;
+mod overlay;
+mod pio;
+mod state;
+
+use clap::Parser;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "timensfs", version, about = "Serve time-namespace /proc overlays to sandboxes")]
+struct Args {
+    /// Directory for the offset store, the control socket, the pid file and the log.
+    #[arg(long, default_value = timens_proto::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Number of namespace slots when the store is created.
+    #[arg(long, default_value_t = 4096)]
+    slots: u32,
+    /// Exit after this many seconds without any sandbox (0: never).
+    #[arg(long, default_value_t = 0)]
+    idle_exit: u64,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIMENSFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("timensfs: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> std::io::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "must run as root (it mounts and serves /proc for sandboxes)",
+        ));
+    }
+    // Signals are taken by a dedicated thread (sigwait): block them before any thread starts.
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.add(nix::sys::signal::Signal::SIGHUP);
+    set.thread_block().map_err(std::io::Error::from)?;
+    std::fs::create_dir_all(&args.state_dir)?;
+    let store_path = args.state_dir.join(timens_proto::STORE_NAME);
+    let store = timens::store::Store::open_or_create(&store_path, args.slots)?;
+    let conn = match timens_sys::procconn::ProcConnector::open() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "process events unavailable; fork/exec tracking disabled");
+            None
+        }
+    };
+    let own_user_ns = timens_sys::creds::own_user_ns_inode()?;
+    // SAFETY: the path is a valid C string; open returns a new fd we own.
+    let host_proc = unsafe {
+        let fd = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let daemon = Arc::new(state::Daemon::new(store, conn, own_user_ns, host_proc));
+    control::reap_dead_namespaces(&daemon);
+    {
+        let d = daemon.clone();
+        std::thread::Builder::new().name("proc-events".into()).spawn(move || d.event_loop())?;
+    }
+    control::serve(daemon, &args.state_dir, args.idle_exit)
+}

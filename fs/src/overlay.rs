@@ -1,0 +1,1038 @@
+//! The /proc overlay of one sandbox (DESIGN: "virtualise time, let the kernel serve everything
+//! else").
+//!
+//! Virtual (rendered here): `uptime`, `stat`, `PID/stat`, `PID/task/TID/stat`,
+//! `PID/timens_offsets`, `PID/ns/time`, `PID/ns/time_for_children`, and the per-caller links
+//! `self` and `thread-self`. Everything else is a symlink into the sandbox's own procfs, mounted
+//! (by the sandbox) at `/proc/.timens/proc`, so the kernel serves it to the caller with the
+//! caller's credentials. Links whose text the kernel computes (`exe`, `cwd`, `root`, `ns/*`,
+//! `fd/*`) are read here *as the caller* so procfs itself decides what the caller may see.
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::pio;
+use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
+use timens_sys::creds;
+
+/// The hidden mount point of the sandbox's own procfs, relative to the overlay root.
+pub const HIDDEN_DIR: &str = ".timens";
+pub const HIDDEN_PROC: &str = "proc";
+
+const TTL_STATIC: Duration = Duration::from_secs(86400);
+const TTL_PID: Duration = Duration::from_secs(1);
+const TTL_STABLE: Duration = Duration::from_secs(60);
+const TTL_NONE: Duration = Duration::ZERO;
+
+const CAP_SYS_TIME: u32 = 25;
+
+/// A process or thread directory: `/proc/PID` or `/proc/PID/task/TID`, keyed with its start
+/// time so a reused pid is never mistaken for the old process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Proc {
+    pub pid: u32,
+    pub tid: Option<u32>,
+    pub start: u64,
+}
+
+impl Proc {
+    /// Path of this directory inside the sandbox's procfs.
+    fn base(&self) -> String {
+        match self.tid {
+            None => self.pid.to_string(),
+            Some(t) => format!("{}/task/{}", self.pid, t),
+        }
+    }
+
+    /// From this directory up to the overlay root.
+    fn up(&self) -> &'static str {
+        match self.tid {
+            None => "..",
+            Some(_) => "../../..",
+        }
+    }
+
+    /// The task whose namespaces `ns/time*` show.
+    fn task(&self) -> u32 {
+        self.tid.unwrap_or(self.pid)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Root,
+    HiddenDir,
+    HiddenStub,
+    Uptime,
+    Stat,
+    /// A directory of the real procfs root bind-mounted over this stub by the sandbox.
+    StaticDir(OsString),
+    /// A root entry served by the kernel: link into the hidden procfs.
+    RootLink(OsString),
+    /// A symlink of the real procfs root other than self/thread-self (e.g. `net` -> `self/net`).
+    RootRealLink(OsString, Vec<u8>),
+    SelfLink(u32),
+    ThreadSelf(u32, u32),
+    Pid(Proc),
+    Task(u32, u64),
+    PidLink(Proc, OsString),
+    PidStat(Proc),
+    Offsets(u32, u64),
+    NsDir(Proc),
+    NsTime(Proc, bool, u32),
+    NsFile(u32),
+    /// A link whose text the kernel computes, read as the caller at lookup (exe, cwd, root, ns/*).
+    Exact(Proc, OsString, Vec<u8>),
+    /// The same link when the caller may not read it: readlink answers the errno.
+    Denied(Proc, OsString, i32),
+    /// `ns/<type>:[N]` looked up through a relative link text: link to the real ns file.
+    NsTarget(Proc, OsString),
+    FdDir(Proc),
+    FdLink(Proc, u32, Vec<u8>),
+    FdTarget(Proc, u32),
+}
+
+const ROOT_INO: u64 = 1;
+const HIDDEN_DIR_INO: u64 = 2;
+const HIDDEN_STUB_INO: u64 = 3;
+const UPTIME_INO: u64 = 4;
+const STAT_INO: u64 = 5;
+/// Dynamic inode numbers start above every namespace inode number (which are used as the
+/// inode numbers of `time:[N]` files, G3).
+const FIRST_DYNAMIC: u64 = 1 << 33;
+
+struct Inodes {
+    inner: Mutex<InodeMaps>,
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct InodeMaps {
+    by_key: HashMap<Key, u64>,
+    by_ino: HashMap<u64, (Key, u64)>,
+}
+
+impl Inodes {
+    fn new() -> Self {
+        Inodes { inner: Mutex::new(InodeMaps::default()), next: AtomicU64::new(FIRST_DYNAMIC) }
+    }
+
+    fn fixed(key: &Key) -> Option<u64> {
+        Some(match key {
+            Key::Root => ROOT_INO,
+            Key::HiddenDir => HIDDEN_DIR_INO,
+            Key::HiddenStub => HIDDEN_STUB_INO,
+            Key::Uptime => UPTIME_INO,
+            Key::Stat => STAT_INO,
+            Key::NsFile(inum) => *inum as u64,
+            _ => return None,
+        })
+    }
+
+    /// The inode of `key`, counting one kernel lookup reference.
+    fn lookup(&self, key: Key) -> u64 {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&ino) = m.by_key.get(&key) {
+            if let Some(e) = m.by_ino.get_mut(&ino) {
+                e.1 += 1;
+            }
+            return ino;
+        }
+        let ino = match Self::fixed(&key) {
+            Some(i) => i,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        m.by_key.insert(key.clone(), ino);
+        m.by_ino.insert(ino, (key, 1));
+        ino
+    }
+
+    fn get(&self, ino: u64) -> Option<Key> {
+        match ino {
+            ROOT_INO => return Some(Key::Root),
+            HIDDEN_DIR_INO => return Some(Key::HiddenDir),
+            HIDDEN_STUB_INO => return Some(Key::HiddenStub),
+            UPTIME_INO => return Some(Key::Uptime),
+            STAT_INO => return Some(Key::Stat),
+            _ => {}
+        }
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.by_ino.get(&ino).map(|(k, _)| k.clone())
+    }
+
+    fn forget(&self, ino: u64, n: u64) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let remove = match m.by_ino.get_mut(&ino) {
+            Some(e) => {
+                e.1 = e.1.saturating_sub(n);
+                e.1 == 0
+            }
+            None => false,
+        };
+        if remove {
+            if let Some((key, _)) = m.by_ino.remove(&ino) {
+                m.by_key.remove(&key);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).by_ino.len()
+    }
+}
+
+/// State of one open virtual file.
+struct OpenFile {
+    key: Key,
+    /// Content generated at the last read at position 0 (seq_file semantics).
+    snapshot: Option<Vec<u8>>,
+    /// How far the FUSE file position ran ahead of the kernel's: procfs never advances f_pos on
+    /// a timens_offsets write (E1), FUSE does, so successful writes are subtracted back.
+    phantom: u64,
+    /// CAP_SYS_TIME of the opener (F2: checked with the opener's credentials).
+    cap_sys_time: bool,
+}
+
+enum DirList {
+    Entries(Vec<(u64, FileType, OsString)>),
+}
+
+pub struct Overlay {
+    daemon: Arc<Daemon>,
+    sb: Arc<Sandbox>,
+    inodes: Inodes,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, DirList>>,
+    next_fh: AtomicU64,
+    uid: u32,
+    gid: u32,
+}
+
+type Res<T> = Result<T, Errno>;
+
+fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn parse_num(name: &OsStr) -> Option<u32> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) || (b[0] == b'0' && b.len() > 1) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn name_str(name: &OsStr) -> Res<&str> {
+    let s = name.to_str().ok_or(Errno::ENOENT)?;
+    if s.contains('/') || s == "." || s == ".." {
+        return Err(Errno::ENOENT);
+    }
+    Ok(s)
+}
+
+fn file_type_of_mode(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// A link text that re-resolved as a path reaches the same object the kernel's magic link does:
+/// relative names (`pipe:[1]`) resolve through this overlay, plain absolute paths through the
+/// caller's own mount namespace. Deleted files and memfds cannot be reached by name: those get a
+/// link into the hidden procfs instead (writing by name would create a new file).
+fn reachable_by_text(text: &[u8]) -> bool {
+    !text.ends_with(b" (deleted)") && !text.is_empty()
+}
+
+impl Overlay {
+    pub fn new(daemon: Arc<Daemon>, sb: Arc<Sandbox>) -> Self {
+        Overlay {
+            daemon,
+            sb,
+            inodes: Inodes::new(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            // SAFETY: getuid/getgid cannot fail.
+            uid: unsafe { libc::getuid() },
+            // SAFETY: as above.
+            gid: unsafe { libc::getgid() },
+        }
+    }
+
+    fn procfs(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sb.procfs()
+    }
+
+    fn attr(&self, ino: u64, kind: FileType, perm: u16, uid: u32, gid: u32, nlink: u32) -> FileAttr {
+        let now = SystemTime::now();
+        FileAttr {
+            ino: INodeNo(ino),
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind,
+            perm,
+            nlink,
+            uid,
+            gid,
+            rdev: 0,
+            blksize: 1024,
+            flags: 0,
+        }
+    }
+
+    /// The caller's namespaces (per request: setns changes them within one pid).
+    fn caller_ns(&self, req: &Request) -> TaskNs {
+        self.daemon.caller_ns(&self.sb, req.pid())
+    }
+
+    /// Runs `f` with the calling thread's filesystem credentials set to the caller's, so procfs
+    /// applies its own permission checks (ptrace access, modes) to the caller, not to the daemon.
+    fn as_caller<T>(&self, req: &Request, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        if req.pid() == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let c = creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)?;
+        let _guard = creds::assume(&c)?;
+        f()
+    }
+
+    fn caller_tgid(&self, tid: u32) -> Res<u32> {
+        if tid == 0 {
+            return Err(Errno::ENOENT);
+        }
+        // A single-threaded process's task/ has exactly one entry (nlink 3): tid == tgid.
+        if let Ok(st) = pio::stat_at(self.procfs(), &format!("{tid}/task"), false) {
+            if st.st_nlink == 3 {
+                return Ok(tid);
+            }
+        }
+        let text = pio::read_at(self.procfs(), &format!("{tid}/status")).map_err(|e| errno_of(&e))?;
+        for line in String::from_utf8_lossy(&text).lines() {
+            if let Some(v) = line.strip_prefix("Tgid:") {
+                return v.trim().parse().map_err(|_| Errno::EIO);
+            }
+        }
+        Err(Errno::EIO)
+    }
+
+    /// Looks up a live process or thread directory.
+    fn proc_of(&self, pid: u32, tid: Option<u32>) -> Res<(Proc, libc::stat)> {
+        let base = match tid {
+            None => pid.to_string(),
+            Some(t) => format!("{pid}/task/{t}"),
+        };
+        let st = pio::stat_at(self.procfs(), &base, false).map_err(|e| errno_of(&e))?;
+        let (start, _) = pio::stat_start_and_state(self.procfs(), &base).map_err(|_| Errno::ENOENT)?;
+        Ok((Proc { pid, tid, start }, st))
+    }
+
+    fn owner(&self, p: &Proc) -> (u32, u32) {
+        match pio::stat_at(self.procfs(), &p.base(), false) {
+            Ok(st) => (st.st_uid, st.st_gid),
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// Attributes of a node, computed afresh.
+    fn attr_of(&self, ino: u64, key: &Key) -> Res<FileAttr> {
+        let (u, g) = (self.uid, self.gid);
+        Ok(match key {
+            Key::Root => self.attr(ino, FileType::Directory, 0o555, u, g, 2),
+            Key::HiddenDir | Key::HiddenStub | Key::StaticDir(_) => {
+                self.attr(ino, FileType::Directory, 0o555, u, g, 2)
+            }
+            Key::Uptime | Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
+            Key::RootLink(_) | Key::RootRealLink(..) | Key::SelfLink(_) | Key::ThreadSelf(..) => {
+                self.attr(ino, FileType::Symlink, 0o777, u, g, 1)
+            }
+            Key::Pid(p) => {
+                let st = pio::stat_at(self.procfs(), &p.base(), false).map_err(|e| errno_of(&e))?;
+                self.attr(ino, FileType::Directory, 0o555, st.st_uid, st.st_gid, st.st_nlink as u32)
+            }
+            Key::Task(pid, start) => {
+                let p = Proc { pid: *pid, tid: None, start: *start };
+                let (uo, go) = self.owner(&p);
+                self.attr(ino, FileType::Directory, 0o555, uo, go, 3)
+            }
+            Key::PidStat(p) => {
+                let (uo, go) = self.owner(p);
+                self.attr(ino, FileType::RegularFile, 0o444, uo, go, 1)
+            }
+            Key::Offsets(pid, start) => {
+                let (uo, go) = self.owner(&Proc { pid: *pid, tid: None, start: *start });
+                self.attr(ino, FileType::RegularFile, 0o644, uo, go, 1)
+            }
+            Key::NsDir(p) => {
+                let (uo, go) = self.owner(p);
+                self.attr(ino, FileType::Directory, 0o511, uo, go, 2)
+            }
+            Key::FdDir(p) => {
+                let (uo, go) = self.owner(p);
+                self.attr(ino, FileType::Directory, 0o500, uo, go, 2)
+            }
+            Key::NsFile(_) => self.attr(ino, FileType::RegularFile, 0o444, 0, 0, 1),
+            Key::PidLink(p, _)
+            | Key::NsTime(p, ..)
+            | Key::Exact(p, ..)
+            | Key::Denied(p, ..)
+            | Key::NsTarget(p, _)
+            | Key::FdLink(p, ..)
+            | Key::FdTarget(p, _) => {
+                let (uo, go) = self.owner(p);
+                let perm = if matches!(key, Key::FdLink(..) | Key::FdTarget(..)) { 0o700 } else { 0o777 };
+                self.attr(ino, FileType::Symlink, perm, uo, go, 1)
+            }
+        })
+    }
+
+    fn reply_entry(&self, key: Key, ttl: Duration, reply: ReplyEntry) {
+        let ino = self.inodes.lookup(key.clone());
+        match self.attr_of(ino, &key) {
+            Ok(attr) => reply.entry_with_ttls(&ttl, &ttl, &attr, Generation(0)),
+            Err(e) => {
+                self.inodes.forget(ino, 1);
+                reply.error(e)
+            }
+        }
+    }
+
+    /// Link text of a kernel-computed link, read as the caller.
+    fn caller_readlink(&self, req: &Request, path: &str) -> io::Result<Vec<u8>> {
+        self.as_caller(req, || pio::readlink_at(self.procfs(), path))
+    }
+
+    fn exact_or_denied(&self, req: &Request, p: Proc, name: &str, path: &str) -> Res<Key> {
+        match self.caller_readlink(req, path) {
+            Ok(text) => Ok(Key::Exact(p, name.into(), text)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // The entry exists but has no target (kernel thread's exe): the kernel's lookup
+                // still succeeds and readlink fails with ENOENT.
+                pio::stat_at(self.procfs(), path, false).map_err(|e| errno_of(&e))?;
+                Ok(Key::Denied(p, name.into(), libc::ENOENT))
+            }
+            Err(e) => Ok(Key::Denied(p, name.into(), e.raw_os_error().unwrap_or(libc::EACCES))),
+        }
+    }
+
+    fn lookup_key(&self, req: &Request, parent: &Key, name: &OsStr) -> Res<(Key, Duration)> {
+        let s = name_str(name)?;
+        match parent {
+            Key::Root => self.lookup_root(req, s, name),
+            Key::HiddenDir if s == HIDDEN_PROC => Ok((Key::HiddenStub, TTL_STATIC)),
+            Key::Pid(p) => self.lookup_pid(req, *p, s),
+            Key::Task(pid, start) => {
+                let tid = parse_num(name).ok_or(Errno::ENOENT)?;
+                let (p, _) = self.proc_of(*pid, Some(tid))?;
+                let _ = start;
+                Ok((Key::Pid(p), TTL_PID))
+            }
+            Key::NsDir(p) => self.lookup_ns(req, *p, s),
+            Key::FdDir(p) => self.lookup_fd(req, *p, s),
+            _ => Err(Errno::ENOENT),
+        }
+    }
+
+    fn lookup_root(&self, req: &Request, s: &str, name: &OsStr) -> Res<(Key, Duration)> {
+        match s {
+            HIDDEN_DIR => return Ok((Key::HiddenDir, TTL_STATIC)),
+            "uptime" => return Ok((Key::Uptime, TTL_STATIC)),
+            "stat" => return Ok((Key::Stat, TTL_STATIC)),
+            "self" => {
+                let tgid = self.caller_tgid(req.pid())?;
+                return Ok((Key::SelfLink(tgid), TTL_NONE));
+            }
+            "thread-self" => {
+                let tgid = self.caller_tgid(req.pid())?;
+                return Ok((Key::ThreadSelf(tgid, req.pid()), TTL_NONE));
+            }
+            _ => {}
+        }
+        if let Some(pid) = parse_num(name) {
+            let (p, _) = self.proc_of(pid, None)?;
+            return Ok((Key::Pid(p), TTL_PID));
+        }
+        let st = pio::stat_at(self.procfs(), s, false).map_err(|e| errno_of(&e))?;
+        Ok(match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => (Key::StaticDir(name.into()), TTL_STATIC),
+            libc::S_IFLNK => {
+                let text = pio::readlink_at(self.procfs(), s).map_err(|e| errno_of(&e))?;
+                (Key::RootRealLink(name.into(), text), TTL_STATIC)
+            }
+            _ => (Key::RootLink(name.into()), TTL_STATIC),
+        })
+    }
+
+    fn lookup_pid(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
+        match s {
+            "stat" => return Ok((Key::PidStat(p), TTL_STABLE)),
+            "timens_offsets" if p.tid.is_none() => return Ok((Key::Offsets(p.pid, p.start), TTL_STABLE)),
+            "ns" => return Ok((Key::NsDir(p), TTL_STABLE)),
+            "fd" => return Ok((Key::FdDir(p), TTL_STABLE)),
+            "task" if p.tid.is_none() => return Ok((Key::Task(p.pid, p.start), TTL_STABLE)),
+            "exe" | "cwd" | "root" => {
+                let key = self.exact_or_denied(req, p, s, &format!("{}/{s}", p.base()))?;
+                return Ok((key, TTL_NONE));
+            }
+            _ => {}
+        }
+        pio::stat_at(self.procfs(), &format!("{}/{s}", p.base()), false).map_err(|e| errno_of(&e))?;
+        Ok((Key::PidLink(p, s.into()), TTL_STABLE))
+    }
+
+    /// The model's namespace of the task behind `p` (per thread, B9).
+    fn task_ns(&self, p: &Proc) -> TaskNs {
+        self.daemon.task_ns(&self.sb, p.task())
+    }
+
+    fn lookup_ns(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
+        let base = p.base();
+        match s {
+            "time" | "time_for_children" => {
+                // G4: reading the link needs ptrace read access; let procfs judge the caller on a
+                // sibling link (the kernel's own time links exist only with CONFIG_TIME_NS).
+                let probe = ["time", "net", "mnt"]
+                    .iter()
+                    .map(|n| self.caller_readlink(req, &format!("{base}/ns/{n}")))
+                    .find(|r| !matches!(r, Err(e) if e.raw_os_error() == Some(libc::ENOENT)))
+                    .unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::ENOENT)));
+                match probe {
+                    Ok(_) => {
+                        let ns = self.task_ns(&p);
+                        let fc = s == "time_for_children";
+                        let inum = if fc { ns.tfc.inum() } else { ns.time.inum() };
+                        Ok((Key::NsTime(p, fc, inum), TTL_NONE))
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Errno::ENOENT),
+                    Err(e) => Ok((Key::Denied(p, s.into(), e.raw_os_error().unwrap_or(libc::EACCES)), TTL_NONE)),
+                }
+            }
+            _ if s.starts_with("time:[") => {
+                let inum: u32 = s
+                    .strip_prefix("time:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse().ok())
+                    .ok_or(Errno::ENOENT)?;
+                let ns = self.task_ns(&p);
+                if inum == ns.time.inum() || inum == ns.tfc.inum() || inum == timens::INIT_TIME_INUM {
+                    Ok((Key::NsFile(inum), TTL_NONE))
+                } else {
+                    Err(Errno::ENOENT)
+                }
+            }
+            _ if s.contains(":[") => {
+                // A relative link text like `net:[4026531840]`: find the real link with this text.
+                let names = self
+                    .as_caller(req, || pio::list_at(self.procfs(), &format!("{base}/ns")))
+                    .map_err(|e| errno_of(&e))?;
+                for (n, _) in names {
+                    let n = String::from_utf8_lossy(&n).into_owned();
+                    if n.starts_with("time") {
+                        continue;
+                    }
+                    if let Ok(text) = self.caller_readlink(req, &format!("{base}/ns/{n}")) {
+                        if text == s.as_bytes() {
+                            return Ok((Key::NsTarget(p, n.into()), TTL_NONE));
+                        }
+                    }
+                }
+                Err(Errno::ENOENT)
+            }
+            _ => {
+                let key = self.exact_or_denied(req, p, s, &format!("{base}/ns/{s}"))?;
+                Ok((key, TTL_NONE))
+            }
+        }
+    }
+
+    fn lookup_fd(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
+        let base = p.base();
+        if let Some(fd) = parse_num(OsStr::new(s)) {
+            let text = self.caller_readlink(req, &format!("{base}/fd/{fd}")).map_err(|e| errno_of(&e))?;
+            return Ok((Key::FdLink(p, fd, text), TTL_NONE));
+        }
+        // A relative link text (`pipe:[123]`, `anon_inode:[eventfd]`): the fd with that text.
+        let fds = self
+            .as_caller(req, || pio::list_at(self.procfs(), &format!("{base}/fd")))
+            .map_err(|e| errno_of(&e))?;
+        for (n, _) in fds {
+            let Some(fd) = std::str::from_utf8(&n).ok().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Ok(text) = self.caller_readlink(req, &format!("{base}/fd/{fd}")) {
+                if text == s.as_bytes() {
+                    return Ok((Key::FdTarget(p, fd), TTL_NONE));
+                }
+            }
+        }
+        Err(Errno::ENOENT)
+    }
+
+    fn link_text(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
+        Ok(match key {
+            Key::RootLink(name) => format!("{HIDDEN_DIR}/{HIDDEN_PROC}/{}", name.to_string_lossy()).into_bytes(),
+            Key::RootRealLink(_, text) => text.clone(),
+            Key::SelfLink(tgid) => tgid.to_string().into_bytes(),
+            Key::ThreadSelf(tgid, tid) => format!("{tgid}/task/{tid}").into_bytes(),
+            Key::PidLink(p, name) => format!(
+                "{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/{}",
+                p.up(),
+                p.base(),
+                name.to_string_lossy()
+            )
+            .into_bytes(),
+            Key::NsTime(_, _, inum) => procview::ns_link_text("time", *inum).into_bytes(),
+            Key::Exact(p, name, text) => {
+                if reachable_by_text(text) {
+                    text.clone()
+                } else {
+                    format!("{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/{}", p.up(), p.base(), name.to_string_lossy()).into_bytes()
+                }
+            }
+            Key::Denied(_, _, errno) => return Err(Errno::from_i32(*errno)),
+            Key::NsTarget(p, name) => format!(
+                "../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/ns/{}",
+                p.up(),
+                p.base(),
+                name.to_string_lossy()
+            )
+            .into_bytes(),
+            Key::FdLink(p, fd, text) => {
+                if reachable_by_text(text) {
+                    text.clone()
+                } else {
+                    format!("../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}", p.up(), p.base()).into_bytes()
+                }
+            }
+            Key::FdTarget(p, fd) => {
+                format!("../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}", p.up(), p.base()).into_bytes()
+            }
+            _ => {
+                let _ = req;
+                return Err(Errno::EINVAL);
+            }
+        })
+    }
+
+    /// Directory listing, generated at offset 0 (procfs generates at getdents time).
+    fn list(&self, req: &Request, key: &Key) -> Res<Vec<(u64, FileType, OsString)>> {
+        let mut out: Vec<(u64, FileType, OsString)> = Vec::new();
+        let ty = |t: u8| match t {
+            libc::DT_DIR => FileType::Directory,
+            libc::DT_LNK => FileType::Symlink,
+            _ => FileType::RegularFile,
+        };
+        let pseudo_ino = |name: &[u8]| -> u64 {
+            // Stable per name; informational only (d_ino), like procfs' own per-entry numbers.
+            let mut h: u64 = 0xcbf29ce484222325;
+            for b in name {
+                h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+            (h >> 1) | 1
+        };
+        match key {
+            Key::Root => {
+                let names = pio::list_at(self.procfs(), ".").map_err(|e| errno_of(&e))?;
+                for (n, t) in names {
+                    if n == HIDDEN_DIR.as_bytes() {
+                        continue;
+                    }
+                    let kind = if n == b"uptime" || n == b"stat" { FileType::RegularFile } else { ty(t) };
+                    out.push((pseudo_ino(&n), kind, OsString::from(std::ffi::OsStr::from_bytes(&n))));
+                }
+            }
+            Key::HiddenDir => out.push((HIDDEN_STUB_INO, FileType::Directory, HIDDEN_PROC.into())),
+            Key::Pid(p) => {
+                let names = self
+                    .as_caller(req, || pio::list_at(self.procfs(), &p.base()))
+                    .map_err(|e| errno_of(&e))?;
+                for (n, t) in names {
+                    let kind = match n.as_slice() {
+                        b"stat" | b"timens_offsets" => FileType::RegularFile,
+                        b"ns" | b"fd" | b"task" => FileType::Directory,
+                        _ if t == libc::DT_DIR => FileType::Symlink,
+                        _ => FileType::Symlink,
+                    };
+                    out.push((pseudo_ino(&n), kind, OsString::from(OsStr::from_bytes(&n))));
+                }
+                if p.tid.is_none() && !out.iter().any(|(_, _, n)| n == "timens_offsets") {
+                    out.push((pseudo_ino(b"timens_offsets"), FileType::RegularFile, "timens_offsets".into()));
+                }
+            }
+            Key::Task(pid, _) => {
+                let names =
+                    pio::list_at(self.procfs(), &format!("{pid}/task")).map_err(|e| errno_of(&e))?;
+                for (n, _) in names {
+                    out.push((pseudo_ino(&n), FileType::Directory, OsString::from(OsStr::from_bytes(&n))));
+                }
+            }
+            Key::NsDir(p) | Key::FdDir(p) => {
+                let sub = if matches!(key, Key::NsDir(_)) { "ns" } else { "fd" };
+                let names = self
+                    .as_caller(req, || pio::list_at(self.procfs(), &format!("{}/{sub}", p.base())))
+                    .map_err(|e| errno_of(&e))?;
+                for (n, _) in names {
+                    out.push((pseudo_ino(&n), FileType::Symlink, OsString::from(OsStr::from_bytes(&n))));
+                }
+                if sub == "ns" {
+                    for t in ["time", "time_for_children"] {
+                        if !out.iter().any(|(_, _, n)| n == t) {
+                            out.push((pseudo_ino(t.as_bytes()), FileType::Symlink, t.into()));
+                        }
+                    }
+                }
+            }
+            Key::StaticDir(_) | Key::HiddenStub => {}
+            _ => return Err(Errno::ENOTDIR),
+        }
+        Ok(out)
+    }
+
+    /// Content of a virtual file for the reading task.
+    fn render(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
+        match key {
+            Key::Uptime => {
+                let host = pio::read_at(self.procfs(), "uptime").map_err(|e| errno_of(&e))?;
+                let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
+                let now = pio::clock_now(libc::CLOCK_BOOTTIME).add_normalized(off);
+                procview::render_uptime(&host, now).map_err(|_| Errno::EIO)
+            }
+            Key::Stat => {
+                let host = pio::read_at(self.procfs(), "stat").map_err(|e| errno_of(&e))?;
+                let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
+                procview::rewrite_stat_btime(&host, off, host_boot_nsec()).map_err(|_| Errno::EIO)
+            }
+            Key::PidStat(p) => {
+                // Read as the caller: do_task_stat hides some fields from non-permitted readers.
+                let host = self
+                    .as_caller(req, || pio::read_at(self.procfs(), &format!("{}/stat", p.base())))
+                    .map_err(|e| errno_of(&e))?;
+                let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
+                procview::rewrite_pid_stat_starttime(&host, off).map_err(|_| Errno::EIO)
+            }
+            Key::Offsets(pid, start) => {
+                match pio::stat_start_and_state(self.procfs(), &pid.to_string()) {
+                    Ok((s, state)) if s == *start => {
+                        if state == b'Z' || state == b'X' {
+                            // D4: a zombie has no nsproxy: the read returns nothing.
+                            return Ok(Vec::new());
+                        }
+                    }
+                    _ => return Err(Errno::ESRCH),
+                }
+                let tfc = self.daemon.task_ns(&self.sb, *pid).tfc;
+                Ok(procview::render_timens_offsets(&self.daemon.offsets(tfc)).into_bytes())
+            }
+            Key::NsFile(_) => Err(Errno::EINVAL),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn open_virtual(&self, req: &Request, key: Key, flags: OpenFlags) -> Res<OpenFile> {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let mut cap_sys_time = false;
+        match &key {
+            Key::Offsets(pid, _) if write => {
+                // F1: procfs judges the open itself (owner, mode 0644, non-dumpable owner).
+                let c = creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)
+                    .map_err(|e| errno_of(&e))?;
+                let real = format!("{pid}/timens_offsets");
+                let r = {
+                    let _g = creds::assume(&c).map_err(|e| errno_of(&e))?;
+                    pio::open_at(self.procfs(), &real, libc::O_WRONLY)
+                };
+                match r {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        // Kernel without CONFIG_TIME_NS: apply the file's owner and mode here.
+                        let st = pio::stat_at(self.procfs(), &pid.to_string(), false).map_err(|e| errno_of(&e))?;
+                        if c.fsuid() != st.st_uid && !c.has_cap(1) {
+                            return Err(Errno::EACCES);
+                        }
+                    }
+                    Err(e) => return Err(errno_of(&e)),
+                }
+                cap_sys_time = c.has_cap(CAP_SYS_TIME);
+            }
+            Key::Offsets(..) | Key::Uptime | Key::Stat | Key::PidStat(_) | Key::NsFile(_) => {
+                if write {
+                    return Err(Errno::EACCES);
+                }
+            }
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok(OpenFile { key, snapshot: None, phantom: 0, cap_sys_time })
+    }
+
+    fn write_offsets(&self, pid: u32, start: u64, pos: u64, data: &[u8], cap: bool) -> Result<usize, i32> {
+        // Membership first: a child forked just before this write has entered the namespace.
+        self.daemon.sync_events();
+        let tfc = self.daemon.task_ns(&self.sb, pid).tfc;
+        let alive = matches!(pio::stat_start_and_state(self.procfs(), &pid.to_string()),
+            Ok((s, st)) if s == start && st != b'Z' && st != b'X');
+        let target = alive.then(|| timens::write::WriteTarget {
+            offsets: self.daemon.offsets(tfc),
+            frozen: self.daemon.is_frozen(tfc),
+        });
+        let mut now = |c: procview::Clock| match c {
+            procview::Clock::Monotonic => pio::clock_now(libc::CLOCK_MONOTONIC),
+            procview::Clock::Boottime => pio::clock_now(libc::CLOCK_BOOTTIME),
+        };
+        let (offsets, count) =
+            timens::write::decide_write(pos, data, target.as_ref(), cap, &mut now).map_err(|e| e.errno())?;
+        match tfc {
+            NsRef::Slot(s) => {
+                if !self.daemon.store.set_offsets(s, offsets) {
+                    return Err(libc::ESRCH);
+                }
+            }
+            NsRef::Init => return Err(libc::EACCES),
+        }
+        Ok(count)
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+/// Nanoseconds of the host's boot time (REALTIME − BOOTTIME), for btime with sub-second offsets.
+fn host_boot_nsec() -> i64 {
+    let r = pio::clock_now(libc::CLOCK_REALTIME);
+    let b = pio::clock_now(libc::CLOCK_BOOTTIME);
+    r.sub_normalized(b).nsec
+}
+
+impl Filesystem for Overlay {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Link texts are immutable per inode (per-caller and per-text inodes), so the kernel may
+        // cache them: `/proc/meminfo` then costs no round trip at all.
+        let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(pkey) = self.inodes.get(parent.0) else { return reply.error(Errno::ENOENT) };
+        match self.lookup_key(req, &pkey, name) {
+            Ok((key, ttl)) => self.reply_entry(key, ttl, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let ttl = match key {
+            Key::Root | Key::HiddenDir | Key::HiddenStub | Key::StaticDir(_) | Key::Uptime | Key::Stat => TTL_STATIC,
+            _ => TTL_PID,
+        };
+        match self.attr_of(ino.0, &key) {
+            Ok(attr) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        // procfs ignores truncation of its files (`echo x > timens_offsets` opens with O_TRUNC)
+        // and refuses mode and owner changes.
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            return reply.error(Errno::EPERM);
+        }
+        match self.attr_of(ino.0, &key) {
+            Ok(attr) => reply.attr(&TTL_NONE, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        match self.link_text(req, &key) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        match self.open_virtual(req, key, flags) {
+            Ok(f) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, f);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let (key, phantom, snapshot) = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(f) = files.get(&fh.0) else { return reply.error(Errno::EBADF) };
+            (f.key.clone(), f.phantom, f.snapshot.clone())
+        };
+        let pos = if offset >= phantom { offset - phantom } else { offset };
+        let content = if pos == 0 || snapshot.is_none() {
+            match self.render(req, &key) {
+                Ok(c) => {
+                    if let Some(f) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fh.0) {
+                        f.snapshot = Some(c.clone());
+                    }
+                    c
+                }
+                Err(e) => return reply.error(e),
+            }
+        } else {
+            snapshot.unwrap_or_default()
+        };
+        let start = (pos as usize).min(content.len());
+        let end = start.saturating_add(size as usize).min(content.len());
+        reply.data(&content[start..end]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let (key, phantom, cap) = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(f) = files.get(&fh.0) else { return reply.error(Errno::EBADF) };
+            (f.key.clone(), f.phantom, f.cap_sys_time)
+        };
+        let Key::Offsets(pid, start) = key else { return reply.error(Errno::EINVAL) };
+        let pos = if offset >= phantom { offset - phantom } else { offset };
+        match self.write_offsets(pid, start, pos, data, cap) {
+            Ok(n) => {
+                if let Some(f) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fh.0) {
+                    f.phantom += n as u64;
+                }
+                reply.written(n as u32)
+            }
+            Err(errno) => reply.error(Errno::from_i32(errno)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        // Permission to list is checked here like procfs does at open (fd/ is 0500, ns/ 0511).
+        if let Key::FdDir(p) | Key::NsDir(p) = &key {
+            let sub = if matches!(key, Key::FdDir(_)) { "fd" } else { "ns" };
+            if let Err(e) = self.as_caller(req, || {
+                pio::open_at(self.procfs(), &format!("{}/{sub}", p.base()), libc::O_RDONLY | libc::O_DIRECTORY)
+            }) {
+                return reply.error(errno_of(&e));
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let entries = if offset == 0 {
+            match self.list(req, &key) {
+                Ok(l) => {
+                    self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh.0, DirList::Entries(l.clone()));
+                    l
+                }
+                Err(e) => return reply.error(e),
+            }
+        } else {
+            match self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh.0) {
+                Some(DirList::Entries(l)) => l.clone(),
+                None => Vec::new(),
+            }
+        };
+        let mut idx = offset as usize;
+        if offset == 0 {
+            if reply.add(INodeNo(ino.0), 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            idx = 1;
+        }
+        if idx == 1 {
+            if reply.add(INodeNo(ROOT_INO), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            idx = 2;
+        }
+        for (i, (eino, kind, name)) in entries.iter().enumerate().skip(idx - 2) {
+            if reply.add(INodeNo(*eino), (i + 3) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
+        reply.ok();
+    }
+}

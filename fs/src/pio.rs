@@ -1,0 +1,172 @@
+//! I/O relative to a sandbox's procfs directory fd.
+//!
+//! The daemon never resolves a path through an overlay it serves (a request that walks its own
+//! mount deadlocks): every access below is `*at()` relative to the root of a real procfs.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+fn cpath(path: &str) -> io::Result<CString> {
+    CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string and `dir` a valid fd for the call's duration.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn read_fd(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: `buf` is a valid writable buffer of the given length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        if out.len() >= limit {
+            return Ok(out);
+        }
+    }
+}
+
+/// Reads a whole (small) procfs file.
+pub fn read_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
+    let fd = open_at(dir, path, libc::O_RDONLY)?;
+    read_fd(&fd, 1 << 20)
+}
+
+pub fn readlink_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
+    let c = cpath(path)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `c` is NUL-terminated, `buf` is writable for `buf.len()` bytes.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn stat_at(dir: BorrowedFd<'_>, path: &str, follow: bool) -> io::Result<libc::stat> {
+    let c = cpath(path)?;
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: `c` is NUL-terminated and `st` is a valid out-pointer.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Names and d_types of a directory, `.` and `..` excluded.
+pub fn list_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<(Vec<u8>, u8)>> {
+    let fd = open_at(dir, path, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let raw = std::mem::ManuallyDrop::new(fd);
+    // SAFETY: fdopendir takes ownership of the fd (closed by closedir below); ManuallyDrop keeps
+    // OwnedFd from closing it a second time.
+    let d = unsafe { libc::fdopendir(raw.as_raw_fd()) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        drop(std::mem::ManuallyDrop::into_inner(raw));
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    let mut err = None;
+    loop {
+        // SAFETY: errno is thread-local; resetting it distinguishes end of stream from an error.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `d` is a valid DIR* until closedir.
+        let ent = unsafe { libc::readdir64(d) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error().unwrap_or(0) != 0 {
+                err = Some(e);
+            }
+            break;
+        }
+        // SAFETY: readdir64 returned a valid dirent whose d_name is NUL-terminated.
+        let (name, ty) = unsafe {
+            let e = &*ent;
+            (std::ffi::CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(), e.d_type)
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((name, ty));
+    }
+    // SAFETY: `d` came from fdopendir and is closed exactly once.
+    unsafe { libc::closedir(d) };
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Field 22 (starttime, clock ticks since boot) and field 3 (state) of `<path>/stat`.
+pub fn stat_start_and_state(dir: BorrowedFd<'_>, base: &str) -> io::Result<(u64, u8)> {
+    let text = read_at(dir, &format!("{base}/stat"))?;
+    parse_start_and_state(&text).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
+}
+
+pub fn parse_start_and_state(text: &[u8]) -> Option<(u64, u8)> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 2..)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.bytes().next()?;
+    // After the state (field 3), field 22 is the 19th further field.
+    let start = fields.nth(18)?.trim().parse().ok()?;
+    Some((start, state))
+}
+
+/// The clock of `clockid` now.
+pub fn clock_now(clockid: libc::clockid_t) -> procview::Timespec {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(clockid, &mut ts) };
+    procview::Timespec::new(ts.tv_sec, ts.tv_nsec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_and_state_survive_odd_comm() {
+        let line = b"42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 1844 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
+        assert_eq!(parse_start_and_state(line), Some((123456, b'S')));
+    }
+
+    #[test]
+    fn own_stat_parses() {
+        let fd = open_at(
+            // SAFETY: AT_FDCWD is a valid pseudo-fd for *at calls and is never closed.
+            unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) },
+            "/proc",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        )
+        .unwrap();
+        let (start, state) = stat_start_and_state(std::os::fd::AsFd::as_fd(&fd), "self").unwrap();
+        assert!(start > 0);
+        assert_eq!(state, b'R');
+        let names = list_at(std::os::fd::AsFd::as_fd(&fd), "self/ns").unwrap();
+        assert!(names.iter().any(|(n, _)| n == b"net"));
+    }
+}

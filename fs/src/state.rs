@@ -1,0 +1,346 @@
+//! The daemon's truth: namespaces (in the shared store), sandboxes, and which task is in which
+//! namespace (spec §A–C, DESIGN "Who is in which namespace").
+//!
+//! Only tasks whose namespaces differ from their sandbox's default are recorded ("tracked"); every
+//! other task of a sandbox is in the sandbox's namespace for both `time` and `time_for_children`.
+//! This keeps the table small and makes a lost process event harmless for the common case.
+
+use dashmap::DashMap;
+use procview::{Offsets, Timespec};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use timens::store::{SlotMeta, SlotRef, Store};
+use timens_sys::procconn::{ProcConnector, ProcEvent};
+
+use crate::pio;
+
+/// A time namespace: the initial one, or an emulated one living in a store slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NsRef {
+    Init,
+    Slot(SlotRef),
+}
+
+impl NsRef {
+    pub fn inum(self) -> u32 {
+        match self {
+            NsRef::Init => timens::INIT_TIME_INUM,
+            NsRef::Slot(s) => s.inum(),
+        }
+    }
+}
+
+/// Namespaces of one task: the one it reads clocks in and the one its children get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskNs {
+    pub time: NsRef,
+    pub tfc: NsRef,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskRec {
+    pub sandbox: u64,
+    /// The task's id in its sandbox's pid namespace.
+    pub nspid: u32,
+    pub starttime: u64,
+    pub ns: TaskNs,
+}
+
+pub struct Sandbox {
+    pub id: u64,
+    pub ns: SlotRef,
+    pub label: String,
+    /// Root of the sandbox's own procfs (its pid namespace's numbering).
+    pub procfs: OwnedFd,
+    /// Depth of the sandbox's pid namespace below the host's (0: same pid namespace).
+    pub pidns_level: usize,
+    pub anchor_pid: u32,
+    /// Sandbox tid -> host tid of tracked tasks.
+    pub by_nspid: DashMap<u32, u32>,
+    pub notifier: Mutex<Option<fuser::Notifier>>,
+    pub alive: AtomicBool,
+}
+
+impl Sandbox {
+    pub fn default_ns(&self) -> TaskNs {
+        TaskNs { time: NsRef::Slot(self.ns), tfc: NsRef::Slot(self.ns) }
+    }
+
+    pub fn procfs(&self) -> BorrowedFd<'_> {
+        self.procfs.as_fd()
+    }
+}
+
+pub struct Daemon {
+    pub store: Store,
+    pub sandboxes: DashMap<u64, Arc<Sandbox>>,
+    /// Host tid -> record, for tracked tasks.
+    pub tasks: DashMap<u32, TaskRec>,
+    next_sandbox: AtomicU64,
+    conn: Option<Mutex<ProcConnector>>,
+    /// Serialises event handling with decisions that depend on membership.
+    events_lock: Mutex<()>,
+    pub own_user_ns: u64,
+    pub host_proc: OwnedFd,
+}
+
+/// Host pid → its ids in every pid namespace from the host's down (`NSpid:`).
+pub fn nspids(host_proc: BorrowedFd<'_>, pid: u32) -> io::Result<Vec<u32>> {
+    let text = pio::read_at(host_proc, &format!("{pid}/status"))?;
+    let text = String::from_utf8_lossy(&text);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("NSpid:") {
+            return Ok(rest.split_whitespace().filter_map(|s| s.parse().ok()).collect());
+        }
+    }
+    Ok(vec![pid])
+}
+
+impl Daemon {
+    pub fn new(store: Store, conn: Option<ProcConnector>, own_user_ns: u64, host_proc: OwnedFd) -> Self {
+        Daemon {
+            store,
+            sandboxes: DashMap::new(),
+            tasks: DashMap::new(),
+            next_sandbox: AtomicU64::new(1),
+            conn: conn.map(Mutex::new),
+            events_lock: Mutex::new(()),
+            own_user_ns,
+            host_proc,
+        }
+    }
+
+    pub fn host_proc(&self) -> BorrowedFd<'_> {
+        self.host_proc.as_fd()
+    }
+
+    pub fn offsets(&self, ns: NsRef) -> Offsets {
+        match ns {
+            NsRef::Init => Offsets::ZERO,
+            NsRef::Slot(s) => self.store.offsets(s).map(|(o, _)| o).unwrap_or(Offsets::ZERO),
+        }
+    }
+
+    pub fn is_frozen(&self, ns: NsRef) -> bool {
+        match ns {
+            NsRef::Init => true,
+            NsRef::Slot(s) => self.store.offsets(s).map(|(_, f)| f).unwrap_or(true),
+        }
+    }
+
+    /// B2: the first entry into a namespace freezes its offsets forever.
+    pub fn enter(&self, ns: NsRef) {
+        if let NsRef::Slot(s) = ns {
+            self.store.freeze(s);
+        }
+    }
+
+    pub fn next_sandbox_id(&self) -> u64 {
+        self.next_sandbox.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Namespaces of the task with sandbox tid `nstid` in `sb`.
+    pub fn task_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
+        if let Some(host) = sb.by_nspid.get(&nstid) {
+            if let Some(rec) = self.tasks.get(&*host) {
+                return rec.ns;
+            }
+        }
+        sb.default_ns()
+    }
+
+    /// Namespaces of a requesting task. A request from an untracked task proves that the
+    /// sandbox's namespace has a member, so it is entered (and frozen) if it was still pending.
+    pub fn caller_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
+        let ns = self.task_ns(sb, nstid);
+        if ns == sb.default_ns() && !self.is_frozen(ns.time) {
+            // The task may be a thread or child of a tracked task whose event is still queued.
+            self.sync_events();
+            let ns = self.task_ns(sb, nstid);
+            if ns == sb.default_ns() {
+                self.enter(ns.time);
+            }
+            return ns;
+        }
+        ns
+    }
+
+    /// Record a task whose namespaces differ from its sandbox's default.
+    pub fn track(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs) {
+        let starttime = pio::stat_start_and_state(self.host_proc(), &host_tid.to_string())
+            .map(|(s, _)| s)
+            .unwrap_or(0);
+        if ns == sb.default_ns() {
+            self.untrack(host_tid);
+            return;
+        }
+        self.tasks.insert(host_tid, TaskRec { sandbox: sb.id, nspid, starttime, ns });
+        sb.by_nspid.insert(nspid, host_tid);
+    }
+
+    pub fn untrack(&self, host_tid: u32) {
+        if let Some((_, rec)) = self.tasks.remove(&host_tid) {
+            if let Some(sb) = self.sandboxes.get(&rec.sandbox) {
+                sb.by_nspid.remove_if(&rec.nspid, |_, h| *h == host_tid);
+            }
+        }
+    }
+
+    /// Handles every process event queued now. Called before any decision that depends on
+    /// membership (writes to timens_offsets), so a fork that already happened is never missed.
+    pub fn sync_events(&self) {
+        let Some(conn) = &self.conn else { return };
+        let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = Vec::new();
+        {
+            let c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = c.drain(&mut events) {
+                tracing::warn!(error = %e, "process events: drain failed");
+            }
+        }
+        for ev in events {
+            self.handle_event(ev);
+        }
+    }
+
+    /// The connector thread: waits for events without holding the lock, then handles them.
+    pub fn event_loop(self: &Arc<Self>) {
+        let Some(conn) = &self.conn else { return };
+        let fd = {
+            let c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            std::os::fd::AsRawFd::as_raw_fd(&*c)
+        };
+        loop {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: `pfd` is a valid pollfd array of length 1.
+            let r = unsafe { libc::poll(&mut pfd, 1, 1000) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::error!(error = %e, "process events: poll failed");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                continue;
+            }
+            self.sync_events();
+        }
+    }
+
+    fn sandbox_of(&self, rec_sandbox: u64) -> Option<Arc<Sandbox>> {
+        self.sandboxes.get(&rec_sandbox).map(|s| s.clone())
+    }
+
+    fn handle_event(&self, ev: ProcEvent) {
+        match ev {
+            ProcEvent::Fork { parent_pid, child_pid, child_tgid, .. } => {
+                let Some(parent) = self.tasks.get(&parent_pid).map(|r| r.clone()) else { return };
+                let Some(sb) = self.sandbox_of(parent.sandbox) else { return };
+                let child_ns = if child_pid != child_tgid {
+                    // B3: a thread keeps its creator's namespaces.
+                    parent.ns
+                } else {
+                    // B1: a child process enters its parent's time_for_children.
+                    if parent.ns.time != parent.ns.tfc {
+                        self.enter(parent.ns.tfc);
+                    }
+                    TaskNs { time: parent.ns.tfc, tfc: parent.ns.tfc }
+                };
+                if child_ns == sb.default_ns() {
+                    return;
+                }
+                let nspid = match nspids(self.host_proc(), child_pid) {
+                    Ok(ids) => ids.get(sb.pidns_level).copied().unwrap_or(child_pid),
+                    Err(_) => return, // already gone
+                };
+                self.track(&sb, child_pid, nspid, child_ns);
+            }
+            ProcEvent::Exec { pid, tgid } => {
+                let key = if self.tasks.contains_key(&pid) { pid } else { tgid };
+                let Some(mut rec) = self.tasks.get(&key).map(|r| r.clone()) else { return };
+                // B4: exec moves a task into its time_for_children.
+                if rec.ns.time != rec.ns.tfc {
+                    self.enter(rec.ns.tfc);
+                    rec.ns.time = rec.ns.tfc;
+                }
+                let Some(sb) = self.sandbox_of(rec.sandbox) else { return };
+                if rec.ns == sb.default_ns() {
+                    self.untrack(key);
+                } else {
+                    self.tasks.insert(key, rec);
+                }
+            }
+            ProcEvent::Exit { pid, tgid } => {
+                self.untrack(pid);
+                if pid == tgid {
+                    self.forget_pid_dentry(pid);
+                }
+            }
+            ProcEvent::Overrun => {
+                tracing::warn!("process events were lost; resynchronising tracked tasks");
+                self.resync();
+            }
+        }
+    }
+
+    /// Drops the overlay's cached `/proc/PID` entry of an exited process in every sandbox that
+    /// could have it, so `[ -d /proc/$pid ]` turns false as soon as the kernel's does.
+    fn forget_pid_dentry(&self, host_pid: u32) {
+        let mut ids: Option<Vec<u32>> = None;
+        for sb in self.sandboxes.iter() {
+            let nspid = if sb.pidns_level == 0 {
+                host_pid
+            } else {
+                if ids.is_none() {
+                    ids = Some(nspids(self.host_proc(), host_pid).unwrap_or_default());
+                }
+                match ids.as_ref().and_then(|v| v.get(sb.pidns_level)) {
+                    Some(&p) => p,
+                    None => continue,
+                }
+            };
+            if let Some(n) = sb.notifier.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = n.inval_entry(fuser::INodeNo::ROOT, std::ffi::OsStr::new(&nspid.to_string()));
+            }
+        }
+    }
+
+    /// After lost events: drop records of tasks that are gone (or whose pid was reused).
+    pub fn resync(&self) {
+        let stale: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|r| {
+                match pio::stat_start_and_state(self.host_proc(), &r.key().to_string()) {
+                    Ok((start, _)) => start != r.starttime,
+                    Err(_) => true,
+                }
+            })
+            .map(|r| *r.key())
+            .collect();
+        for tid in stale {
+            self.untrack(tid);
+        }
+    }
+
+    /// Creates a namespace for a new sandbox (A4: its offsets are given explicitly by the
+    /// creator, which is what `unshare -T --monotonic`/`--boottime` does right after creating).
+    pub fn create_namespace(&self, offsets: Offsets, frozen: bool, meta: SlotMeta) -> io::Result<SlotRef> {
+        self.store.alloc(offsets, frozen, meta)
+    }
+
+    /// Range check of an offset against the host clock (E9), as the kernel applies it to a write.
+    pub fn offset_in_range(clock: procview::Clock, val: Timespec) -> bool {
+        let max = timens::write::KTIME_SEC_MAX;
+        if val.sec > max || val.sec < -max {
+            return false;
+        }
+        let id = match clock {
+            procview::Clock::Monotonic => libc::CLOCK_MONOTONIC,
+            procview::Clock::Boottime => libc::CLOCK_BOOTTIME,
+        };
+        let tp = pio::clock_now(id).add_normalized(val);
+        tp.sec >= 0 && tp.sec <= max / 2
+    }
+}

@@ -1,0 +1,157 @@
+//! The control protocol between `timens` and the `timensfs` daemon.
+//!
+//! One request per connection on the daemon's Unix socket: a single line of JSON, optionally
+//! carrying file descriptors (SCM_RIGHTS), answered by a single line of JSON. The daemon trusts
+//! only the kernel-supplied peer credentials (`SO_PEERCRED`), never anything a request claims
+//! about who sent it.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// Default state directory of the daemon: store, control socket, pid file, log.
+pub const DEFAULT_STATE_DIR: &str = "/run/timensfs";
+pub const SOCKET_NAME: &str = "control.sock";
+pub const STORE_NAME: &str = "store";
+pub const PIDFILE_NAME: &str = "timensfs.pid";
+pub const LOG_NAME: &str = "timensfs.log";
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// Seconds and nanoseconds of one offset, as the kernel stores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offset {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the daemon there? Answered with `Pong`.
+    Ping,
+    /// Serve a new sandbox. Carries two fds: the `/dev/fuse` fd of the overlay mount the sender
+    /// made over its `/proc`, and the root of the sandbox's own procfs (a detached or attached
+    /// mount). The sender becomes the first member of a new namespace with these offsets, or, with
+    /// `for_children`, keeps its current namespace and gets the new one as time_for_children.
+    CreateSandbox {
+        monotonic: Offset,
+        boottime: Offset,
+        for_children: bool,
+        label: String,
+    },
+    /// Every namespace the daemon knows.
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsStatus {
+    /// `time:[N]` inode number.
+    pub inum: u32,
+    pub monotonic: Offset,
+    pub boottime: Offset,
+    pub frozen: bool,
+    /// Processes whose time namespace this is (threads not counted).
+    pub members: u32,
+    /// Sandbox label, e.g. `run:1234`.
+    pub sandbox: String,
+    /// Host pid of the sandbox's first process.
+    pub anchor_pid: u32,
+    /// Whether a live FUSE session serves this sandbox's /proc.
+    pub served: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    Pong { pid: u32, version: String },
+    Created { inum: u32 },
+    Status { namespaces: Vec<NsStatus> },
+    Error { errno: i32, message: String },
+}
+
+/// Sends one request (with fds) and reads the one-line answer.
+pub fn call(sock: &UnixStream, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Response> {
+    let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+    line.push(b'\n');
+    if fds.is_empty() {
+        (&*sock).write_all(&line)?;
+    } else {
+        timens_sys::fdpass::send_with_fds(sock, &line, fds)?;
+    }
+    let mut reader = BufReader::new(sock);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering",
+        ));
+    }
+    serde_json::from_str(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one request and its fds (daemon side).
+pub fn read_request(sock: &UnixStream) -> io::Result<(Request, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    let mut fds = Vec::new();
+    loop {
+        let (n, mut got) = timens_sys::fdpass::recv_with_fds(sock, &mut buf[len..], 4)?;
+        fds.append(&mut got);
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty request"));
+        }
+        len += n;
+        if buf[..len].contains(&b'\n') || len == buf.len() {
+            break;
+        }
+    }
+    let end = buf[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
+    let req = serde_json::from_slice(&buf[..end])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((req, fds))
+}
+
+pub fn write_response(sock: &UnixStream, resp: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(resp).map_err(io::Error::other)?;
+    line.push(b'\n');
+    (&*sock).write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format_is_tagged_json() {
+        let req = Request::CreateSandbox {
+            monotonic: Offset { sec: 3600, nsec: 0 },
+            boottime: Offset { sec: -5, nsec: 7 },
+            for_children: true,
+            label: "run:1".into(),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert!(text.starts_with(r#"{"op":"create_sandbox""#), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn round_trip_over_a_socketpair() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let (req, fds) = read_request(&b).unwrap();
+            assert_eq!(req, Request::Status);
+            assert!(fds.is_empty());
+            write_response(&b, &Response::Status { namespaces: vec![] }).unwrap();
+        });
+        let resp = call(&a, &Request::Status, &[]).unwrap();
+        assert_eq!(resp, Response::Status { namespaces: vec![] });
+        server.join().unwrap();
+    }
+}

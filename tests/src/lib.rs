@@ -1,0 +1,4 @@
+//! Shared helpers for the end-to-end tests.
+
+pub mod harness;
+pub mod offsets;
