@@ -1,1 +1,102 @@
-fn main() {}
+//! `timens`: run commands in emulated time namespaces, and inspect them.
+
+mod daemon;
+mod offset;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "timens",
+    version,
+    about = "Time namespaces in userspace: run a command with its own CLOCK_MONOTONIC and CLOCK_BOOTTIME"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run CMD as the first member of a new time namespace, with a /proc that shows it.
+    Run(run::RunArgs),
+    /// List every namespace the daemon knows.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's state directory.
+        #[arg(long, default_value = timens_proto::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+/// Exit status for a bad command line, as util-linux and clap use.
+pub const EXIT_USAGE: i32 = 2;
+
+pub fn die(code: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("timens: {msg}");
+    std::process::exit(code)
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            match e.kind() {
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+                _ => {
+                    // One line naming the problem, not a usage dump.
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid command line");
+                    let first = first.trim_start_matches("error: ");
+                    die(EXIT_USAGE, format!("{first} (see 'timens --help')"));
+                }
+            }
+        }
+    };
+    match cli.cmd {
+        Cmd::Run(args) => run::run(args),
+        Cmd::Status { json, state_dir } => status(&state_dir, json),
+    }
+}
+
+fn fmt_offset(o: &timens_proto::Offset) -> String {
+    format!("{}.{:09}", o.sec, o.nsec)
+}
+
+fn status(state_dir: &std::path::Path, json: bool) {
+    let sock = match daemon::connect(state_dir) {
+        Ok(s) => s,
+        Err(e) => die(1, format!("no timensfs daemon answers at {}: {e}", timens_proto::socket_path(state_dir).display())),
+    };
+    let namespaces = match timens_proto::call(&sock, &timens_proto::Request::Status, &[]) {
+        Ok(timens_proto::Response::Status { namespaces }) => namespaces,
+        Ok(other) => die(1, format!("unexpected answer from the daemon: {other:?}")),
+        Err(e) => die(1, format!("asking the daemon for status: {e}")),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&namespaces).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<18} {:>22} {:>22} {:<6} {:>7} {:<6} SANDBOX",
+        "NS", "MONOTONIC", "BOOTTIME", "FROZEN", "MEMBERS", "SERVED"
+    );
+    for ns in namespaces {
+        println!(
+            "{:<18} {:>22} {:>22} {:<6} {:>7} {:<6} {} (pid {})",
+            procview::ns_link_text("time", ns.inum),
+            fmt_offset(&ns.monotonic),
+            fmt_offset(&ns.boottime),
+            if ns.frozen { "yes" } else { "no" },
+            ns.members,
+            if ns.served { "yes" } else { "no" },
+            ns.sandbox,
+            ns.anchor_pid,
+        );
+    }
+}

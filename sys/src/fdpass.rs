@@ -135,7 +135,8 @@ pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], max_fds: usize) -> io::R
             }
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    // CMSG_SPACE rounds up, so the buffer may have taken a descriptor more than asked for.
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > max_fds {
         drop(fds);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

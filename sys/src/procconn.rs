@@ -458,6 +458,63 @@ mod tests {
         assert_eq!(decoded(&tail).len(), 1);
     }
 
+    /// Any process can unicast to our netlink port; such datagrams must never become events.
+    #[test]
+    fn datagrams_from_processes_are_ignored() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP datagrams_from_processes_are_ignored: needs root (euid 0)");
+            return;
+        }
+        let conn = match ProcConnector::open() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP datagrams_from_processes_are_ignored: no proc connector here ({e})");
+                return;
+            }
+        };
+        let mut own = netlink_addr(0);
+        let mut own_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `own` is a writable sockaddr_nl and `own_len` holds its size.
+        cvt(unsafe { libc::getsockname(conn.as_raw_fd(), (&mut own as *mut libc::sockaddr_nl).cast(), &mut own_len) })
+            .unwrap();
+        // SAFETY: socket(2) takes no pointers; the result is owned at once.
+        let forger = owned_fd(unsafe {
+            libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_CONNECTOR)
+        } as libc::c_long)
+        .unwrap();
+        const FORGED: u32 = 0x7fff_fff1;
+        let forged = message(NLMSG_DONE, CN_IDX_PROC, PROC_EVENT_EXIT, &[FORGED, FORGED, 0, 0, 1, 1]);
+        let mut to = netlink_addr(0);
+        to.nl_pid = own.nl_pid;
+        // SAFETY: `forged` and `to` are valid for the lengths passed.
+        cvt_ssize(unsafe {
+            libc::sendto(
+                forger.as_raw_fd(),
+                forged.as_ptr().cast(),
+                forged.len(),
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut discarded = false;
+        while !discarded && Instant::now() < deadline {
+            match conn.recv_one(&mut out).unwrap() {
+                Got::Foreign => discarded = true,
+                Got::Datagram => {}
+                Got::Empty => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert!(discarded, "the forged datagram never arrived");
+        assert!(
+            !out.iter().any(|e| matches!(e, ProcEvent::Exit { tgid: FORGED, .. })),
+            "forged event accepted: {out:?}"
+        );
+    }
+
     #[test]
     fn control_message_layout() {
         let m = control_message(PROC_CN_MCAST_LISTEN);

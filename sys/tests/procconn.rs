@@ -1,0 +1,94 @@
+//! The process-events connector against the real kernel (root, initial namespaces).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use timens_sys::procconn::{ProcConnector, ProcEvent};
+
+/// Opens the connector, or prints why this machine cannot run `test`.
+fn open_or_skip(test: &str) -> Option<ProcConnector> {
+    if !common::require_root(test) {
+        return None;
+    }
+    if !common::in_initial_pid_and_user_ns() {
+        common::skip(test, "not in the initial pid and user namespaces: the kernel ignores the subscription");
+        return None;
+    }
+    match ProcConnector::open() {
+        Ok(c) => Some(c),
+        Err(e) if timens_sys::errno_of(&e) == Some(libc::EPROTONOSUPPORT) => {
+            common::skip(test, "kernel without CONFIG_PROC_EVENTS (NETLINK_CONNECTOR unsupported)");
+            None
+        }
+        Err(e) => panic!("ProcConnector::open: {e}"),
+    }
+}
+
+#[test]
+fn sees_fork_exec_and_exit_of_a_child() {
+    let Some(conn) = open_or_skip("sees_fork_exec_and_exit_of_a_child") else {
+        return;
+    };
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("wait true");
+
+    let (mut fork, mut exec, mut exit, mut overruns) = (None, None, None, 0);
+    let mut seen = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    while (fork.is_none() || exec.is_none() || exit.is_none()) && Instant::now() < deadline {
+        events.clear();
+        conn.recv(&mut events, Some(Duration::from_millis(500))).expect("recv");
+        for ev in &events {
+            seen += 1;
+            match *ev {
+                ProcEvent::Fork {
+                    parent_tgid,
+                    child_pid,
+                    child_tgid,
+                    ..
+                } if child_tgid == pid => {
+                    assert_eq!(child_pid, pid, "a new process has pid == tgid");
+                    assert_eq!(parent_tgid, std::process::id(), "forked by this test process");
+                    fork.get_or_insert(seen);
+                }
+                ProcEvent::Exec { pid: p, tgid } if tgid == pid => {
+                    assert_eq!(p, pid);
+                    exec.get_or_insert(seen);
+                }
+                ProcEvent::Exit { pid: p, tgid } if tgid == pid => {
+                    assert_eq!(p, pid);
+                    exit.get_or_insert(seen);
+                }
+                ProcEvent::Overrun => overruns += 1,
+                _ => {}
+            }
+        }
+    }
+    let (Some(fork), Some(exec), Some(exit)) = (fork, exec, exit) else {
+        panic!("child {pid}: fork {fork:?} exec {exec:?} exit {exit:?} among {seen} events, {overruns} overruns");
+    };
+    assert!(fork < exec && exec < exit, "in kernel order: fork {fork}, exec {exec}, exit {exit}");
+}
+
+#[test]
+fn recv_times_out_and_drain_does_not_block() {
+    let Some(conn) = open_or_skip("recv_times_out_and_drain_does_not_block") else {
+        return;
+    };
+    let mut events = Vec::new();
+    // Other processes may produce events at any time; the calls must return promptly anyway.
+    let start = Instant::now();
+    conn.recv(&mut events, Some(Duration::from_millis(50))).expect("recv");
+    assert!(start.elapsed() < Duration::from_secs(5), "recv took {:?}", start.elapsed());
+    let start = Instant::now();
+    conn.drain(&mut events).expect("drain");
+    assert!(start.elapsed() < Duration::from_secs(5), "drain took {:?}", start.elapsed());
+    // Zero timeout: a poll, not a wait.
+    let start = Instant::now();
+    conn.recv(&mut events, Some(Duration::ZERO)).expect("recv(0)");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
