@@ -199,7 +199,7 @@ fn create_sandbox(
     if for_children {
         // The creator keeps its namespace; the new one is its time_for_children (A1).
         let current = daemon.tasks.get(&peer_pid).map(|r| r.ns.time).unwrap_or(NsRef::Init);
-        daemon.track(&sb, peer_pid, nspid, TaskNs { time: current, tfc: NsRef::Slot(slot) });
+        daemon.track_with(&sb, peer_pid, nspid, TaskNs { time: current, tfc: NsRef::Slot(slot) }, 1);
     }
     let fail = |daemon: &Arc<Daemon>, msg: String| {
         daemon.sandboxes.remove(&sb.id);

@@ -46,6 +46,9 @@ pub struct TaskRec {
     pub nspid: u32,
     pub starttime: u64,
     pub ns: TaskNs,
+    /// Exec events to ignore: `timens run --for-children` registers CMD's namespaces before it
+    /// execs CMD, and that exec must not enter the pending namespace (the pre-6.2 man-page flow).
+    pub skip_execs: u32,
 }
 
 pub struct Sandbox {
@@ -169,6 +172,10 @@ impl Daemon {
 
     /// Record a task whose namespaces differ from its sandbox's default.
     pub fn track(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs) {
+        self.track_with(sb, host_tid, nspid, ns, 0)
+    }
+
+    pub fn track_with(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs, skip_execs: u32) {
         let starttime = pio::stat_start_and_state(self.host_proc(), &host_tid.to_string())
             .map(|(s, _)| s)
             .unwrap_or(0);
@@ -176,7 +183,7 @@ impl Daemon {
             self.untrack(host_tid);
             return;
         }
-        self.tasks.insert(host_tid, TaskRec { sandbox: sb.id, nspid, starttime, ns });
+        self.tasks.insert(host_tid, TaskRec { sandbox: sb.id, nspid, starttime, ns, skip_execs });
         sb.by_nspid.insert(nspid, host_tid);
     }
 
@@ -259,6 +266,11 @@ impl Daemon {
             ProcEvent::Exec { pid, tgid } => {
                 let key = if self.tasks.contains_key(&pid) { pid } else { tgid };
                 let Some(mut rec) = self.tasks.get(&key).map(|r| r.clone()) else { return };
+                if rec.skip_execs > 0 {
+                    rec.skip_execs -= 1;
+                    self.tasks.insert(key, rec);
+                    return;
+                }
                 // B4: exec moves a task into its time_for_children.
                 if rec.ns.time != rec.ns.tfc {
                     self.enter(rec.ns.tfc);

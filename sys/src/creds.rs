@@ -62,13 +62,18 @@ fn parse_ids<const N: usize>(rest: &str) -> Option<[u32; N]> {
 pub fn parse_status(status: &[u8]) -> Option<Creds> {
     let (mut uid, mut gid, mut groups, mut cap_eff) = (None, None, None, None);
     for line in status.split(|&b| b == b'\n') {
-        let Ok(line) = std::str::from_utf8(line) else { continue };
-        let Some((key, rest)) = line.split_once(':') else { continue };
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
         match key {
             "Uid" => uid = Some(parse_ids::<4>(rest)?),
             "Gid" => gid = Some(parse_ids::<4>(rest)?),
             "Groups" => {
-                let parsed: Result<Vec<u32>, _> = rest.split_ascii_whitespace().map(str::parse).collect();
+                let parsed: Result<Vec<u32>, _> =
+                    rest.split_ascii_whitespace().map(str::parse).collect();
                 groups = Some(parsed.ok()?);
             }
             "CapEff" => cap_eff = Some(u64::from_str_radix(rest.trim(), 16).ok()?),
@@ -92,10 +97,22 @@ pub fn parse_status(status: &[u8]) -> Option<Creds> {
 /// `/proc/<tid>` pins the task, so a pid reused in between yields an error (ESRCH/ENOENT) rather
 /// than another process's credentials. Errors are the plain errno of the failing call.
 pub fn read_creds(procfs: BorrowedFd<'_>, tid: u32, own_user_ns_inode: u64) -> io::Result<Creds> {
-    let dir = openat(procfs, &tid.to_string(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
-    let status = read_all(openat(dir.as_fd(), "status", libc::O_RDONLY | libc::O_NOFOLLOW)?)?;
-    let mut creds = parse_status(&status)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{tid}/status")))?;
+    let dir = openat(
+        procfs,
+        &tid.to_string(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )?;
+    let status = read_all(openat(
+        dir.as_fd(),
+        "status",
+        libc::O_RDONLY | libc::O_NOFOLLOW,
+    )?)?;
+    let mut creds = parse_status(&status).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unparsable /proc/{tid}/status"),
+        )
+    })?;
     creds.same_user_ns = fstatat(dir.as_fd(), "ns/user", 0)?.st_ino == own_user_ns_inode;
     Ok(creds)
 }
@@ -109,13 +126,16 @@ pub fn own_user_ns_inode() -> io::Result<u64> {
 /// Per-thread credential syscalls. 32-bit x86 and arm have separate 32-bit-id variants; the
 /// plain numbers there take 16-bit ids.
 mod nr {
+    #[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+    pub use libc::{
+        SYS_getgroups as GETGROUPS, SYS_setfsgid as SETFSGID, SYS_setfsuid as SETFSUID,
+        SYS_setgroups as SETGROUPS,
+    };
     #[cfg(any(target_arch = "x86", target_arch = "arm"))]
     pub use libc::{
         SYS_getgroups32 as GETGROUPS, SYS_setfsgid32 as SETFSGID, SYS_setfsuid32 as SETFSUID,
         SYS_setgroups32 as SETGROUPS,
     };
-    #[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
-    pub use libc::{SYS_getgroups as GETGROUPS, SYS_setfsgid as SETFSGID, SYS_setfsuid as SETFSUID, SYS_setgroups as SETGROUPS};
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -152,7 +172,13 @@ fn capget() -> io::Result<CapSets> {
     let mut data = [CapData::default(); 2];
     // SAFETY: version 3 takes a header and an array of two data structs; both are valid and
     // writable for the call.
-    cvt_long(unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) })?;
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    })?;
     let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
     Ok(CapSets {
         effective: join(data[0].effective, data[1].effective),
@@ -183,17 +209,23 @@ fn capset(sets: CapSets) -> io::Result<()> {
         },
     ];
     // SAFETY: as in `capget`; the kernel only reads the data array. pid 0 is the calling thread.
-    cvt_long(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) })?;
+    cvt_long(unsafe {
+        libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr())
+    })?;
     Ok(())
 }
 
 fn getgroups() -> io::Result<Vec<u32>> {
     loop {
         // SAFETY: size 0 with a null list only returns the count.
-        let n = cvt_long(unsafe { libc::syscall(nr::GETGROUPS, 0, std::ptr::null_mut::<libc::gid_t>()) })?;
+        let n = cvt_long(unsafe {
+            libc::syscall(nr::GETGROUPS, 0, std::ptr::null_mut::<libc::gid_t>())
+        })?;
         let mut groups = vec![0 as libc::gid_t; n as usize];
         // SAFETY: `groups` has room for `n` gids, the size passed.
-        match cvt_long(unsafe { libc::syscall(nr::GETGROUPS, n as libc::c_int, groups.as_mut_ptr()) }) {
+        match cvt_long(unsafe {
+            libc::syscall(nr::GETGROUPS, n as libc::c_int, groups.as_mut_ptr())
+        }) {
             Ok(m) => {
                 groups.truncate(m as usize);
                 return Ok(groups);
@@ -207,7 +239,9 @@ fn getgroups() -> io::Result<Vec<u32>> {
 
 fn setgroups(groups: &[u32]) -> io::Result<()> {
     // SAFETY: the kernel reads `groups.len()` gids from the slice's pointer.
-    cvt_long(unsafe { libc::syscall(nr::SETGROUPS, groups.len() as libc::size_t, groups.as_ptr()) })?;
+    cvt_long(unsafe {
+        libc::syscall(nr::SETGROUPS, groups.len() as libc::size_t, groups.as_ptr())
+    })?;
     Ok(())
 }
 
@@ -258,7 +292,9 @@ impl Saved {
         capset(self.caps).map_err(|e| format!("capset: {e}"))?;
         let now = Saved::capture().map_err(|e| format!("reading back: {e}"))?;
         if &now != self {
-            return Err(format!("credentials differ after restoring: {now:?}, want {self:?}"));
+            return Err(format!(
+                "credentials differ after restoring: {now:?}, want {self:?}"
+            ));
         }
         Ok(())
     }
@@ -315,7 +351,8 @@ pub fn assume(creds: &Creds) -> io::Result<CredGuard> {
 mod tests {
     use super::*;
 
-    const STATUS: &str = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\n\
+    const STATUS: &str =
+        "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\n\
 PPid:\t1\nTracerPid:\t0\nUid:\t1000\t1001\t1002\t1003\nGid:\t100\t101\t102\t103\nFDSize:\t64\n\
 Groups:\t4 24 27 100 \nNStgid:\t4242\nNSpid:\t4242\nCapInh:\t0000000000000000\n\
 CapPrm:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
@@ -333,13 +370,20 @@ CapPrm:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\
         assert!(c.has_cap(40));
         assert!(!c.has_cap(41));
         assert!(!c.has_cap(64));
-        assert!(!Creds { same_user_ns: false, ..c }.has_cap(21));
+        assert!(!Creds {
+            same_user_ns: false,
+            ..c
+        }
+        .has_cap(21));
     }
 
     #[test]
     fn empty_groups_line() {
         let s = STATUS.replace("Groups:\t4 24 27 100 \n", "Groups:\t\n");
-        assert_eq!(parse_status(s.as_bytes()).unwrap().groups, Vec::<u32>::new());
+        assert_eq!(
+            parse_status(s.as_bytes()).unwrap().groups,
+            Vec::<u32>::new()
+        );
     }
 
     #[test]
@@ -350,7 +394,10 @@ CapPrm:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\
             ("Groups:\t4 24 27 100 \n", ""),
             ("CapEff:\t000001ffffffffff\n", ""),
             ("Uid:\t1000\t1001\t1002\t1003", "Uid:\t1000\t1001\t1002"),
-            ("Uid:\t1000\t1001\t1002\t1003", "Uid:\t1000\t1001\t1002\t1003\t5"),
+            (
+                "Uid:\t1000\t1001\t1002\t1003",
+                "Uid:\t1000\t1001\t1002\t1003\t5",
+            ),
             ("Gid:\t100", "Gid:\t-1"),
             ("Groups:\t4 ", "Groups:\tx "),
             ("CapEff:\t000001ffffffffff", "CapEff:\tzz"),

@@ -37,10 +37,17 @@ pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("send_with_fds: {} descriptors, at most {MAX_FDS}", fds.len()),
+            format!(
+                "send_with_fds: {} descriptors, at most {MAX_FDS}",
+                fds.len()
+            ),
         ));
     }
-    let space = if fds.is_empty() { 0 } else { cmsg_space(fds.len()) };
+    let space = if fds.is_empty() {
+        0
+    } else {
+        cmsg_space(fds.len())
+    };
     let mut control = control_buffer(space);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -77,7 +84,14 @@ pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
     while !rest.is_empty() {
         let n = retry_eintr(|| {
             // SAFETY: `rest` is a valid readable buffer of the given length.
-            cvt_ssize(unsafe { libc::send(sock.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) })
+            cvt_ssize(unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            })
         })?;
         rest = &rest[n..];
     }
@@ -87,7 +101,11 @@ pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// Receives up to `buf.len()` bytes and at most `max_fds` descriptors (capped at [`MAX_FDS`]).
 /// The descriptors are close-on-exec. Returns `(0, [])` at end of stream. If the peer sent more
 /// descriptors than `max_fds`, those that arrived are closed and an error is returned.
-pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], max_fds: usize) -> io::Result<(usize, Vec<OwnedFd>)> {
+pub fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     if buf.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -140,7 +158,9 @@ pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], max_fds: usize) -> io::R
         drop(fds);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("recv_with_fds: control data truncated (peer sent more than {max_fds} descriptors)"),
+            format!(
+                "recv_with_fds: control data truncated (peer sent more than {max_fds} descriptors)"
+            ),
         ));
     }
     Ok((n, fds))

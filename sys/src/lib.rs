@@ -62,7 +62,11 @@ pub fn errno_of(e: &io::Error) -> Option<i32> {
 }
 
 /// Wraps `source` with the step and path that failed, keeping its kind and errno.
-pub(crate) fn step_error(step: &'static str, path: impl fmt::Display, source: io::Error) -> io::Error {
+pub(crate) fn step_error(
+    step: &'static str,
+    path: impl fmt::Display,
+    source: io::Error,
+) -> io::Error {
     io::Error::new(
         source.kind(),
         StepError {
@@ -81,10 +85,17 @@ mod tests {
     fn errno_of_plain_and_wrapped() {
         let plain = io::Error::from_raw_os_error(libc::EACCES);
         assert_eq!(errno_of(&plain), Some(libc::EACCES));
-        let wrapped = step_error("mount_fuse", "/x", io::Error::from_raw_os_error(libc::EPERM));
+        let wrapped = step_error(
+            "mount_fuse",
+            "/x",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
         assert_eq!(errno_of(&wrapped), Some(libc::EPERM));
         assert_eq!(wrapped.kind(), io::ErrorKind::PermissionDenied);
-        assert!(wrapped.to_string().starts_with("mount_fuse /x: "), "{wrapped}");
+        assert!(
+            wrapped.to_string().starts_with("mount_fuse /x: "),
+            "{wrapped}"
+        );
         assert_eq!(errno_of(&io::Error::other("no errno")), None);
     }
 }

@@ -44,15 +44,21 @@ fn open_tree(dirfd: libc::c_int, path: &CStr, recursive: bool) -> io::Result<Own
 /// descriptor unmounts the copy unless it has been attached with [`move_mount_to`].
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let c = path_cstring(path).map_err(|e| step_error("open_tree_clone", path.display(), e))?;
-    open_tree(libc::AT_FDCWD, &c, recursive).map_err(|e| step_error("open_tree_clone", path.display(), e))
+    open_tree(libc::AT_FDCWD, &c, recursive)
+        .map_err(|e| step_error("open_tree_clone", path.display(), e))
 }
 
 /// As [`open_tree_clone`], with `path` relative to `dirfd`; an empty `path` clones the mount
 /// `dirfd` itself refers to (`AT_EMPTY_PATH`).
-pub fn open_tree_clone_at(dirfd: BorrowedFd<'_>, path: &str, recursive: bool) -> io::Result<OwnedFd> {
+pub fn open_tree_clone_at(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    recursive: bool,
+) -> io::Result<OwnedFd> {
     let what = || format!("fd {} {path:?}", dirfd.as_raw_fd());
     let c = cstring(path.as_bytes()).map_err(|e| step_error("open_tree_clone_at", what(), e))?;
-    open_tree(dirfd.as_raw_fd(), &c, recursive).map_err(|e| step_error("open_tree_clone_at", what(), e))
+    open_tree(dirfd.as_raw_fd(), &c, recursive)
+        .map_err(|e| step_error("open_tree_clone_at", what(), e))
 }
 
 /// The messages the kernel logged on a filesystem context, for error reports.
@@ -66,7 +72,11 @@ fn fs_context_log(fs: &OwnedFd) -> String {
         if n <= 0 {
             break;
         }
-        log.push(String::from_utf8_lossy(&buf[..n as usize]).trim_end().to_string());
+        log.push(
+            String::from_utf8_lossy(&buf[..n as usize])
+                .trim_end()
+                .to_string(),
+        );
     }
     log.join("; ")
 }
@@ -92,7 +102,11 @@ pub fn new_procfs() -> io::Result<OwnedFd> {
     });
     if let Err(e) = created {
         let log = fs_context_log(&fs);
-        let what = if log.is_empty() { "proc".to_string() } else { format!("proc ({log})") };
+        let what = if log.is_empty() {
+            "proc".to_string()
+        } else {
+            format!("proc ({log})")
+        };
         return Err(step_error("new_procfs fsconfig", what, e));
     }
     let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
@@ -141,8 +155,10 @@ pub fn mount_fuse(target: &Path, fsname: &str, subtype: &str) -> io::Result<Owne
     }
     let dev = c"/dev/fuse";
     // SAFETY: `dev` is a NUL-terminated static string; the result is owned by `owned_fd`.
-    let fuse = owned_fd(unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) } as libc::c_long)
-        .map_err(|e| step_error("mount_fuse open", "/dev/fuse", e))?;
+    let fuse = owned_fd(
+        unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) } as libc::c_long,
+    )
+    .map_err(|e| step_error("mount_fuse open", "/dev/fuse", e))?;
     let data = format!(
         "fd={},rootmode=40555,user_id=0,group_id=0,allow_other",
         fuse.as_raw_fd()

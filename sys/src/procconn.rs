@@ -14,8 +14,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::util::{cvt, cvt_ssize, owned_fd, retry_eintr};
 use crate::step_error;
+use crate::util::{cvt, cvt_ssize, owned_fd, retry_eintr};
 
 /// One process event, as decoded from the connector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +91,8 @@ pub fn decode(buf: &[u8], out: &mut Vec<ProcEvent>) {
 }
 
 fn decode_cn_msg(msg: &[u8], out: &mut Vec<ProcEvent>) {
-    let (Some(idx), Some(val), Some(data_len)) = (u32_at(msg, 0), u32_at(msg, 4), u16_at(msg, 16)) else {
+    let (Some(idx), Some(val), Some(data_len)) = (u32_at(msg, 0), u32_at(msg, 4), u16_at(msg, 16))
+    else {
         return;
     };
     if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC) {
@@ -113,9 +114,19 @@ fn decode_cn_msg(msg: &[u8], out: &mut Vec<ProcEvent>) {
             })
         })(),
         // struct exec_proc_event { process_pid, process_tgid }
-        PROC_EVENT_EXEC => (|| Some(ProcEvent::Exec { pid: field(0)?, tgid: field(1)? }))(),
+        PROC_EVENT_EXEC => (|| {
+            Some(ProcEvent::Exec {
+                pid: field(0)?,
+                tgid: field(1)?,
+            })
+        })(),
         // struct exit_proc_event { process_pid, process_tgid, exit_code, exit_signal, .. }
-        PROC_EVENT_EXIT => (|| Some(ProcEvent::Exit { pid: field(0)?, tgid: field(1)? }))(),
+        PROC_EVENT_EXIT => (|| {
+            Some(ProcEvent::Exit {
+                pid: field(0)?,
+                tgid: field(1)?,
+            })
+        })(),
         _ => None,
     };
     out.extend(event);
@@ -173,7 +184,8 @@ impl ProcConnector {
                 )
             }
         };
-        let fd = owned_fd(ret as libc::c_long).map_err(|e| step_error("procconn socket", "NETLINK_CONNECTOR", e))?;
+        let fd = owned_fd(ret as libc::c_long)
+            .map_err(|e| step_error("procconn socket", "NETLINK_CONNECTOR", e))?;
         let conn = ProcConnector { fd };
         conn.set_rcvbuf();
         let addr = netlink_addr(CN_IDX_PROC);
@@ -277,7 +289,9 @@ impl ProcConnector {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     // Round up, so a short timeout still waits rather than spinning.
-                    left.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int
+                    left.as_nanos()
+                        .div_ceil(1_000_000)
+                        .min(libc::c_int::MAX as u128) as libc::c_int
                 }
             };
             let mut pfd = libc::pollfd {
@@ -385,7 +399,12 @@ mod tests {
         let mut buf = message(NLMSG_DONE, CN_IDX_PROC, PROC_EVENT_FORK, &[10, 10, 11, 11]);
         buf.extend(message(NLMSG_DONE, CN_IDX_PROC, PROC_EVENT_EXEC, &[11, 11]));
         // exit_proc_event: pid, tgid, exit_code, exit_signal, parent_pid, parent_tgid
-        buf.extend(message(NLMSG_DONE, CN_IDX_PROC, PROC_EVENT_EXIT, &[11, 11, 0, 17, 10, 10]));
+        buf.extend(message(
+            NLMSG_DONE,
+            CN_IDX_PROC,
+            PROC_EVENT_EXIT,
+            &[11, 11, 0, 17, 10, 10],
+        ));
         assert_eq!(
             decoded(&buf),
             vec![
@@ -420,7 +439,12 @@ mod tests {
         // PROC_EVENT_NONE (the ack of LISTEN), PROC_EVENT_UID, PROC_EVENT_COMM.
         let mut buf = message(NLMSG_DONE, CN_IDX_PROC, 0, &[0]);
         buf.extend(message(NLMSG_DONE, CN_IDX_PROC, 0x4, &[5, 5, 0, 0]));
-        buf.extend(message(NLMSG_DONE, CN_IDX_PROC, 0x200, &[5, 5, 0x6c6c6568, 0x6f, 0]));
+        buf.extend(message(
+            NLMSG_DONE,
+            CN_IDX_PROC,
+            0x200,
+            &[5, 5, 0x6c6c6568, 0x6f, 0],
+        ));
         // Another connector (CN_IDX_CIFS = 2) with a fork-shaped payload.
         buf.extend(message(NLMSG_DONE, 2, PROC_EVENT_FORK, &[1, 1, 2, 2]));
         buf.extend(message(NLMSG_NOOP, CN_IDX_PROC, PROC_EVENT_EXEC, &[3, 3]));
@@ -468,22 +492,39 @@ mod tests {
         let conn = match ProcConnector::open() {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("SKIP datagrams_from_processes_are_ignored: no proc connector here ({e})");
+                eprintln!(
+                    "SKIP datagrams_from_processes_are_ignored: no proc connector here ({e})"
+                );
                 return;
             }
         };
         let mut own = netlink_addr(0);
         let mut own_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         // SAFETY: `own` is a writable sockaddr_nl and `own_len` holds its size.
-        cvt(unsafe { libc::getsockname(conn.as_raw_fd(), (&mut own as *mut libc::sockaddr_nl).cast(), &mut own_len) })
-            .unwrap();
+        cvt(unsafe {
+            libc::getsockname(
+                conn.as_raw_fd(),
+                (&mut own as *mut libc::sockaddr_nl).cast(),
+                &mut own_len,
+            )
+        })
+        .unwrap();
         // SAFETY: socket(2) takes no pointers; the result is owned at once.
         let forger = owned_fd(unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_CONNECTOR)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_CONNECTOR,
+            )
         } as libc::c_long)
         .unwrap();
         const FORGED: u32 = 0x7fff_fff1;
-        let forged = message(NLMSG_DONE, CN_IDX_PROC, PROC_EVENT_EXIT, &[FORGED, FORGED, 0, 0, 1, 1]);
+        let forged = message(
+            NLMSG_DONE,
+            CN_IDX_PROC,
+            PROC_EVENT_EXIT,
+            &[FORGED, FORGED, 0, 0, 1, 1],
+        );
         let mut to = netlink_addr(0);
         to.nl_pid = own.nl_pid;
         // SAFETY: `forged` and `to` are valid for the lengths passed.
@@ -510,7 +551,8 @@ mod tests {
         }
         assert!(discarded, "the forged datagram never arrived");
         assert!(
-            !out.iter().any(|e| matches!(e, ProcEvent::Exit { tgid: FORGED, .. })),
+            !out.iter()
+                .any(|e| matches!(e, ProcEvent::Exit { tgid: FORGED, .. })),
             "forged event accepted: {out:?}"
         );
     }

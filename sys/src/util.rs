@@ -44,7 +44,8 @@ pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result
 }
 
 pub(crate) fn cstring(s: &[u8]) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(s)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 pub(crate) fn path_cstring(p: &Path) -> io::Result<CString> {
@@ -54,7 +55,8 @@ pub(crate) fn path_cstring(p: &Path) -> io::Result<CString> {
 /// Takes ownership of a descriptor a syscall has just returned.
 pub(crate) fn owned_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
     let raw = cvt_long(ret)?;
-    let raw = libc::c_int::try_from(raw).map_err(|_| io::Error::other("syscall returned an fd out of range"))?;
+    let raw = libc::c_int::try_from(raw)
+        .map_err(|_| io::Error::other("syscall returned an fd out of range"))?;
     // SAFETY: the syscall succeeded and returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
@@ -71,7 +73,11 @@ pub(crate) fn openat(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> i
 }
 
 /// `fstatat(dirfd, path, flags)`.
-pub(crate) fn fstatat(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> io::Result<libc::stat> {
+pub(crate) fn fstatat(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    flags: libc::c_int,
+) -> io::Result<libc::stat> {
     let c = cstring(path.as_bytes())?;
     // SAFETY: an all-zero `struct stat` is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

@@ -13,13 +13,19 @@ fn open_or_skip(test: &str) -> Option<ProcConnector> {
         return None;
     }
     if !common::in_initial_pid_and_user_ns() {
-        common::skip(test, "not in the initial pid and user namespaces: the kernel ignores the subscription");
+        common::skip(
+            test,
+            "not in the initial pid and user namespaces: the kernel ignores the subscription",
+        );
         return None;
     }
     match ProcConnector::open() {
         Ok(c) => Some(c),
         Err(e) if timens_sys::errno_of(&e) == Some(libc::EPROTONOSUPPORT) => {
-            common::skip(test, "kernel without CONFIG_PROC_EVENTS (NETLINK_CONNECTOR unsupported)");
+            common::skip(
+                test,
+                "kernel without CONFIG_PROC_EVENTS (NETLINK_CONNECTOR unsupported)",
+            );
             None
         }
         Err(e) => panic!("ProcConnector::open: {e}"),
@@ -41,7 +47,8 @@ fn sees_fork_exec_and_exit_of_a_child() {
     let mut events = Vec::new();
     while (fork.is_none() || exec.is_none() || exit.is_none()) && Instant::now() < deadline {
         events.clear();
-        conn.recv(&mut events, Some(Duration::from_millis(500))).expect("recv");
+        conn.recv(&mut events, Some(Duration::from_millis(500)))
+            .expect("recv");
         for ev in &events {
             seen += 1;
             match *ev {
@@ -52,7 +59,11 @@ fn sees_fork_exec_and_exit_of_a_child() {
                     ..
                 } if child_tgid == pid => {
                     assert_eq!(child_pid, pid, "a new process has pid == tgid");
-                    assert_eq!(parent_tgid, std::process::id(), "forked by this test process");
+                    assert_eq!(
+                        parent_tgid,
+                        std::process::id(),
+                        "forked by this test process"
+                    );
                     fork.get_or_insert(seen);
                 }
                 ProcEvent::Exec { pid: p, tgid } if tgid == pid => {
@@ -71,7 +82,10 @@ fn sees_fork_exec_and_exit_of_a_child() {
     let (Some(fork), Some(exec), Some(exit)) = (fork, exec, exit) else {
         panic!("child {pid}: fork {fork:?} exec {exec:?} exit {exit:?} among {seen} events, {overruns} overruns");
     };
-    assert!(fork < exec && exec < exit, "in kernel order: fork {fork}, exec {exec}, exit {exit}");
+    assert!(
+        fork < exec && exec < exit,
+        "in kernel order: fork {fork}, exec {exec}, exit {exit}"
+    );
 }
 
 #[test]
@@ -82,13 +96,23 @@ fn recv_times_out_and_drain_does_not_block() {
     let mut events = Vec::new();
     // Other processes may produce events at any time; the calls must return promptly anyway.
     let start = Instant::now();
-    conn.recv(&mut events, Some(Duration::from_millis(50))).expect("recv");
-    assert!(start.elapsed() < Duration::from_secs(5), "recv took {:?}", start.elapsed());
+    conn.recv(&mut events, Some(Duration::from_millis(50)))
+        .expect("recv");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "recv took {:?}",
+        start.elapsed()
+    );
     let start = Instant::now();
     conn.drain(&mut events).expect("drain");
-    assert!(start.elapsed() < Duration::from_secs(5), "drain took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        start.elapsed()
+    );
     // Zero timeout: a poll, not a wait.
     let start = Instant::now();
-    conn.recv(&mut events, Some(Duration::ZERO)).expect("recv(0)");
+    conn.recv(&mut events, Some(Duration::ZERO))
+        .expect("recv(0)");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
