@@ -22,7 +22,11 @@ use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
 const CAP_SYS_ADMIN: u32 = 21;
 
 fn peer_pid_uid(sock: &UnixStream) -> io::Result<(u32, u32)> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid out-pointers of the sizes given.
     let r = unsafe {
@@ -41,7 +45,10 @@ fn peer_pid_uid(sock: &UnixStream) -> io::Result<(u32, u32)> {
 }
 
 fn error(errno: i32, message: impl Into<String>) -> Response {
-    Response::Error { errno, message: message.into() }
+    Response::Error {
+        errno,
+        message: message.into(),
+    }
 }
 
 /// Serves the control socket until SIGTERM/SIGINT (or idle exit).
@@ -60,38 +67,44 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
     let stop = Arc::new(AtomicBool::new(false));
     {
         let (sock_path, pidfile) = (sock_path.clone(), pidfile.clone());
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            let mut set = nix::sys::signal::SigSet::empty();
-            set.add(nix::sys::signal::Signal::SIGTERM);
-            set.add(nix::sys::signal::Signal::SIGINT);
-            set.add(nix::sys::signal::Signal::SIGHUP);
-            if let Ok(sig) = set.wait() {
-                tracing::info!(?sig, "stopping");
-            }
-            let _ = std::fs::remove_file(&sock_path);
-            let _ = std::fs::remove_file(&pidfile);
-            std::process::exit(0);
-        })?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut set = nix::sys::signal::SigSet::empty();
+                set.add(nix::sys::signal::Signal::SIGTERM);
+                set.add(nix::sys::signal::Signal::SIGINT);
+                set.add(nix::sys::signal::Signal::SIGHUP);
+                if let Ok(sig) = set.wait() {
+                    tracing::info!(?sig, "stopping");
+                }
+                let _ = std::fs::remove_file(&sock_path);
+                let _ = std::fs::remove_file(&pidfile);
+                std::process::exit(0);
+            })?;
     }
     {
         let daemon = daemon.clone();
         let (sock_path, pidfile, stop) = (sock_path.clone(), pidfile.clone(), stop.clone());
-        std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
-            let mut idle_since = Instant::now();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                reap_dead_namespaces(&daemon);
-                if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
-                    idle_since = Instant::now();
-                } else if idle_exit > 0 && idle_since.elapsed() >= Duration::from_secs(idle_exit) {
-                    tracing::info!("idle: exiting");
-                    stop.store(true, Ordering::SeqCst);
-                    let _ = std::fs::remove_file(&sock_path);
-                    let _ = std::fs::remove_file(&pidfile);
-                    std::process::exit(0);
+        std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn(move || {
+                let mut idle_since = Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    reap_dead_namespaces(&daemon);
+                    if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
+                        idle_since = Instant::now();
+                    } else if idle_exit > 0
+                        && idle_since.elapsed() >= Duration::from_secs(idle_exit)
+                    {
+                        tracing::info!("idle: exiting");
+                        stop.store(true, Ordering::SeqCst);
+                        let _ = std::fs::remove_file(&sock_path);
+                        let _ = std::fs::remove_file(&pidfile);
+                        std::process::exit(0);
+                    }
                 }
-            }
-        })?;
+            })?;
     }
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -99,11 +112,13 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
         }
         let Ok(conn) = conn else { continue };
         let daemon = daemon.clone();
-        let _ = std::thread::Builder::new().name("control".into()).spawn(move || {
-            if let Err(e) = handle(&daemon, &conn) {
-                tracing::debug!(error = %e, "control connection failed");
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                if let Err(e) = handle(&daemon, &conn) {
+                    tracing::debug!(error = %e, "control connection failed");
+                }
+            });
     }
     Ok(())
 }
@@ -116,9 +131,25 @@ fn handle(daemon: &Arc<Daemon>, conn: &UnixStream) -> io::Result<()> {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
-        Request::Status => Response::Status { namespaces: status(daemon) },
-        Request::CreateSandbox { monotonic, boottime, for_children, label } => {
-            match create_sandbox(daemon, peer_pid, peer_uid, fds, monotonic, boottime, for_children, label) {
+        Request::Status => Response::Status {
+            namespaces: status(daemon),
+        },
+        Request::CreateSandbox {
+            monotonic,
+            boottime,
+            for_children,
+            label,
+        } => {
+            match create_sandbox(
+                daemon,
+                peer_pid,
+                peer_uid,
+                fds,
+                monotonic,
+                boottime,
+                for_children,
+                label,
+            ) {
                 Ok(inum) => Response::Created { inum },
                 Err(r) => r,
             }
@@ -140,33 +171,57 @@ fn create_sandbox(
 ) -> Result<u32, Response> {
     // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
     let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
-        .map_err(|e| error(libc::EPERM, format!("cannot read the caller's credentials: {e}")))?;
+        .map_err(|e| {
+            error(
+                libc::EPERM,
+                format!("cannot read the caller's credentials: {e}"),
+            )
+        })?;
     if peer_uid != 0 || !creds.has_cap(CAP_SYS_ADMIN) {
-        return Err(error(libc::EPERM, "creating a time namespace needs root with CAP_SYS_ADMIN"));
+        return Err(error(
+            libc::EPERM,
+            "creating a time namespace needs root with CAP_SYS_ADMIN",
+        ));
     }
-    let [fuse_fd, procfs]: [OwnedFd; 2] = fds
-        .try_into()
-        .map_err(|_| error(libc::EINVAL, "create_sandbox needs two fds: /dev/fuse and the sandbox's procfs"))?;
+    let [fuse_fd, procfs]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
+        error(
+            libc::EINVAL,
+            "create_sandbox needs two fds: /dev/fuse and the sandbox's procfs",
+        )
+    })?;
     let offsets = procview::Offsets {
         monotonic: procview::Timespec::new(monotonic.sec, monotonic.nsec),
         boottime: procview::Timespec::new(boottime.sec, boottime.nsec),
     };
-    for (clock, val) in [(procview::Clock::Monotonic, offsets.monotonic), (procview::Clock::Boottime, offsets.boottime)] {
+    for (clock, val) in [
+        (procview::Clock::Monotonic, offsets.monotonic),
+        (procview::Clock::Boottime, offsets.boottime),
+    ] {
         if !(0..1_000_000_000).contains(&val.nsec) {
-            return Err(error(libc::EINVAL, format!("{} offset: nanoseconds must be 0..999999999", clock.name())));
+            return Err(error(
+                libc::EINVAL,
+                format!("{} offset: nanoseconds must be 0..999999999", clock.name()),
+            ));
         }
         if !Daemon::offset_in_range(clock, val) {
             return Err(error(
                 libc::ERANGE,
-                format!("{} offset {}.{:09} is out of range for this host's clock", clock.name(), val.sec, val.nsec),
+                format!(
+                    "{} offset {}.{:09} is out of range for this host's clock",
+                    clock.name(),
+                    val.sec,
+                    val.nsec
+                ),
             ));
         }
     }
-    let ids = nspids(daemon.host_proc(), peer_pid).map_err(|e| error(libc::ESRCH, e.to_string()))?;
+    let ids =
+        nspids(daemon.host_proc(), peer_pid).map_err(|e| error(libc::ESRCH, e.to_string()))?;
     let pidns_level = ids.len().saturating_sub(1);
     let nspid = *ids.last().unwrap_or(&peer_pid);
-    let (anchor_starttime, _) = pio::stat_start_and_state(daemon.host_proc(), &peer_pid.to_string())
-        .map_err(|e| error(libc::ESRCH, e.to_string()))?;
+    let (anchor_starttime, _) =
+        pio::stat_start_and_state(daemon.host_proc(), &peer_pid.to_string())
+            .map_err(|e| error(libc::ESRCH, e.to_string()))?;
     let mntns_inum = pio::stat_at(daemon.host_proc(), &format!("{peer_pid}/ns/mnt"), true)
         .map(|st| st.st_ino)
         .unwrap_or(0);
@@ -183,14 +238,18 @@ fn create_sandbox(
     // Without --for-children the creator enters at once (it execs the command next): frozen (B2).
     let slot = daemon
         .create_namespace(offsets, !for_children, meta)
-        .map_err(|e| error(e.raw_os_error().unwrap_or(libc::ENOSPC), format!("no namespace slot: {e}")))?;
+        .map_err(|e| {
+            error(
+                e.raw_os_error().unwrap_or(libc::ENOSPC),
+                format!("no namespace slot: {e}"),
+            )
+        })?;
     let sb = Arc::new(Sandbox {
         id: daemon.next_sandbox_id(),
         ns: slot,
         label,
         procfs,
         pidns_level,
-        anchor_pid: peer_pid,
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),
@@ -198,8 +257,21 @@ fn create_sandbox(
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children {
         // The creator keeps its namespace; the new one is its time_for_children (A1).
-        let current = daemon.tasks.get(&peer_pid).map(|r| r.ns.time).unwrap_or(NsRef::Init);
-        daemon.track_with(&sb, peer_pid, nspid, TaskNs { time: current, tfc: NsRef::Slot(slot) }, 1);
+        let current = daemon
+            .tasks
+            .get(&peer_pid)
+            .map(|r| r.ns.time)
+            .unwrap_or(NsRef::Init);
+        daemon.track_with(
+            &sb,
+            peer_pid,
+            nspid,
+            TaskNs {
+                time: current,
+                tfc: NsRef::Slot(slot),
+            },
+            1,
+        );
     }
     let fail = |daemon: &Arc<Daemon>, msg: String| {
         daemon.sandboxes.remove(&sb.id);
@@ -219,14 +291,19 @@ fn create_sandbox(
     *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.notifier());
     let d = daemon.clone();
     let sbc = sb.clone();
-    let spawned = std::thread::Builder::new().name(format!("sandbox-{}", sb.id)).spawn(move || {
-        if let Err(e) = session.run() {
-            tracing::warn!(sandbox = sbc.id, error = %e, "FUSE session ended with an error");
-        }
-        end_sandbox(&d, &sbc);
-    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("sandbox-{}", sb.id))
+        .spawn(move || {
+            if let Err(e) = session.run() {
+                tracing::warn!(sandbox = sbc.id, error = %e, "FUSE session ended with an error");
+            }
+            end_sandbox(&d, &sbc);
+        });
     if let Err(e) = spawned {
-        return Err(fail(daemon, format!("cannot start the session thread: {e}")));
+        return Err(fail(
+            daemon,
+            format!("cannot start the session thread: {e}"),
+        ));
     }
     tracing::info!(sandbox = sb.id, inum = slot.inum(), label = %sb.label, pid = peer_pid, "sandbox created");
     Ok(slot.inum())
@@ -259,13 +336,19 @@ pub fn reap_dead_namespaces(daemon: &Daemon) {
         );
         if !alive {
             daemon.store.release(snap.slot);
-            tracing::info!(inum = snap.inum, "released namespace of a sandbox that ended");
+            tracing::info!(
+                inum = snap.inum,
+                "released namespace of a sandbox that ended"
+            );
         }
     }
 }
 
 fn to_offset(t: procview::Timespec) -> Offset {
-    Offset { sec: t.sec, nsec: t.nsec }
+    Offset {
+        sec: t.sec,
+        nsec: t.nsec,
+    }
 }
 
 fn status(daemon: &Daemon) -> Vec<NsStatus> {
@@ -274,7 +357,12 @@ fn status(daemon: &Daemon) -> Vec<NsStatus> {
     let mut per_mntns: std::collections::HashMap<u64, Vec<u32>> = Default::default();
     if let Ok(names) = pio::list_at(daemon.host_proc(), ".") {
         for (n, _) in names {
-            let Some(pid) = std::str::from_utf8(&n).ok().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = std::str::from_utf8(&n)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
             if let Ok(st) = pio::stat_at(daemon.host_proc(), &format!("{pid}/ns/mnt"), true) {
                 per_mntns.entry(st.st_ino).or_default().push(pid);
             }
@@ -283,9 +371,17 @@ fn status(daemon: &Daemon) -> Vec<NsStatus> {
     live.into_iter()
         .map(|snap| {
             let ns = NsRef::Slot(snap.slot);
-            let sb = daemon.sandboxes.iter().find(|s| s.ns == snap.slot).map(|s| s.clone());
+            let sb = daemon
+                .sandboxes
+                .iter()
+                .find(|s| s.ns == snap.slot)
+                .map(|s| s.clone());
             let mut members = 0u32;
-            for &pid in per_mntns.get(&snap.meta.mntns_inum).map(Vec::as_slice).unwrap_or(&[]) {
+            for &pid in per_mntns
+                .get(&snap.meta.mntns_inum)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 let time = daemon.tasks.get(&pid).map(|r| r.ns.time).unwrap_or(ns);
                 if time == ns {
                     members += 1;

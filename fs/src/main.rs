@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "timensfs", version, about = "Serve time-namespace /proc overlays to sandboxes")]
+#[command(
+    name = "timensfs",
+    version,
+    about = "Serve time-namespace /proc overlays to sandboxes"
+)]
 struct Args {
     /// Directory for the offset store, the control socket, the pid file and the log.
     #[arg(long, default_value = timens_proto::DEFAULT_STATE_DIR)]
@@ -35,6 +39,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // SAFETY: isatty has no preconditions.
+        .with_ansi(unsafe { libc::isatty(2) } == 1)
         .init();
     let args = Args::parse();
     if let Err(e) = run(args) {
@@ -69,7 +75,10 @@ fn run(args: Args) -> std::io::Result<()> {
     let own_user_ns = timens_sys::creds::own_user_ns_inode()?;
     // SAFETY: the path is a valid C string; open returns a new fd we own.
     let host_proc = unsafe {
-        let fd = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -79,7 +88,9 @@ fn run(args: Args) -> std::io::Result<()> {
     control::reap_dead_namespaces(&daemon);
     {
         let d = daemon.clone();
-        std::thread::Builder::new().name("proc-events".into()).spawn(move || d.event_loop())?;
+        std::thread::Builder::new()
+            .name("proc-events".into())
+            .spawn(move || d.event_loop())?;
     }
     control::serve(daemon, &args.state_dir, args.idle_exit)
 }

@@ -9,9 +9,9 @@
 //! `fd/*`) are read here *as the caller* so procfs itself decides what the caller may see.
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -98,7 +98,8 @@ enum Key {
     /// `ns/<type>:[N]` looked up through a relative link text: link to the real ns file.
     NsTarget(Proc, OsString),
     FdDir(Proc),
-    FdLink(Proc, u32, Vec<u8>),
+    /// fd N with its link text and the kernel's mode (lr-x, l-wx or lrwx by open mode).
+    FdLink(Proc, u32, Vec<u8>, u16),
     FdTarget(Proc, u32),
 }
 
@@ -124,7 +125,10 @@ struct InodeMaps {
 
 impl Inodes {
     fn new() -> Self {
-        Inodes { inner: Mutex::new(InodeMaps::default()), next: AtomicU64::new(FIRST_DYNAMIC) }
+        Inodes {
+            inner: Mutex::new(InodeMaps::default()),
+            next: AtomicU64::new(FIRST_DYNAMIC),
+        }
     }
 
     fn fixed(key: &Key) -> Option<u64> {
@@ -187,7 +191,11 @@ impl Inodes {
     }
 
     fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).by_ino.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_ino
+            .len()
     }
 }
 
@@ -226,7 +234,11 @@ fn errno_of(e: &io::Error) -> Errno {
 
 fn parse_num(name: &OsStr) -> Option<u32> {
     let b = name.as_bytes();
-    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) || (b[0] == b'0' && b.len() > 1) {
+    if b.is_empty()
+        || b.len() > 10
+        || !b.iter().all(u8::is_ascii_digit)
+        || (b[0] == b'0' && b.len() > 1)
+    {
         return None;
     }
     std::str::from_utf8(b).ok()?.parse().ok()
@@ -240,13 +252,6 @@ fn name_str(name: &OsStr) -> Res<&str> {
     Ok(s)
 }
 
-fn file_type_of_mode(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        _ => FileType::RegularFile,
-    }
-}
 
 /// A link text that re-resolved as a path reaches the same object the kernel's magic link does:
 /// relative names (`pipe:[1]`) resolve through this overlay, plain absolute paths through the
@@ -276,7 +281,15 @@ impl Overlay {
         self.sb.procfs()
     }
 
-    fn attr(&self, ino: u64, kind: FileType, perm: u16, uid: u32, gid: u32, nlink: u32) -> FileAttr {
+    fn attr(
+        &self,
+        ino: u64,
+        kind: FileType,
+        perm: u16,
+        uid: u32,
+        gid: u32,
+        nlink: u32,
+    ) -> FileAttr {
         let now = SystemTime::now();
         FileAttr {
             ino: INodeNo(ino),
@@ -323,7 +336,8 @@ impl Overlay {
                 return Ok(tid);
             }
         }
-        let text = pio::read_at(self.procfs(), &format!("{tid}/status")).map_err(|e| errno_of(&e))?;
+        let text =
+            pio::read_at(self.procfs(), &format!("{tid}/status")).map_err(|e| errno_of(&e))?;
         for line in String::from_utf8_lossy(&text).lines() {
             if let Some(v) = line.strip_prefix("Tgid:") {
                 return v.trim().parse().map_err(|_| Errno::EIO);
@@ -339,7 +353,8 @@ impl Overlay {
             Some(t) => format!("{pid}/task/{t}"),
         };
         let st = pio::stat_at(self.procfs(), &base, false).map_err(|e| errno_of(&e))?;
-        let (start, _) = pio::stat_start_and_state(self.procfs(), &base).map_err(|_| Errno::ENOENT)?;
+        let (start, _) =
+            pio::stat_start_and_state(self.procfs(), &base).map_err(|_| Errno::ENOENT)?;
         Ok((Proc { pid, tid, start }, st))
     }
 
@@ -364,10 +379,21 @@ impl Overlay {
             }
             Key::Pid(p) => {
                 let st = pio::stat_at(self.procfs(), &p.base(), false).map_err(|e| errno_of(&e))?;
-                self.attr(ino, FileType::Directory, 0o555, st.st_uid, st.st_gid, st.st_nlink as u32)
+                self.attr(
+                    ino,
+                    FileType::Directory,
+                    0o555,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_nlink as u32,
+                )
             }
             Key::Task(pid, start) => {
-                let p = Proc { pid: *pid, tid: None, start: *start };
+                let p = Proc {
+                    pid: *pid,
+                    tid: None,
+                    start: *start,
+                };
                 let (uo, go) = self.owner(&p);
                 self.attr(ino, FileType::Directory, 0o555, uo, go, 3)
             }
@@ -376,7 +402,11 @@ impl Overlay {
                 self.attr(ino, FileType::RegularFile, 0o444, uo, go, 1)
             }
             Key::Offsets(pid, start) => {
-                let (uo, go) = self.owner(&Proc { pid: *pid, tid: None, start: *start });
+                let (uo, go) = self.owner(&Proc {
+                    pid: *pid,
+                    tid: None,
+                    start: *start,
+                });
                 self.attr(ino, FileType::RegularFile, 0o644, uo, go, 1)
             }
             Key::NsDir(p) => {
@@ -396,7 +426,11 @@ impl Overlay {
             | Key::FdLink(p, ..)
             | Key::FdTarget(p, _) => {
                 let (uo, go) = self.owner(p);
-                let perm = if matches!(key, Key::FdLink(..) | Key::FdTarget(..)) { 0o700 } else { 0o777 };
+                let perm = match key {
+                    Key::FdLink(.., mode) => *mode,
+                    Key::FdTarget(..) => 0o700,
+                    _ => 0o777,
+                };
                 self.attr(ino, FileType::Symlink, perm, uo, go, 1)
             }
         })
@@ -427,7 +461,11 @@ impl Overlay {
                 pio::stat_at(self.procfs(), path, false).map_err(|e| errno_of(&e))?;
                 Ok(Key::Denied(p, name.into(), libc::ENOENT))
             }
-            Err(e) => Ok(Key::Denied(p, name.into(), e.raw_os_error().unwrap_or(libc::EACCES))),
+            Err(e) => Ok(Key::Denied(
+                p,
+                name.into(),
+                e.raw_os_error().unwrap_or(libc::EACCES),
+            )),
         }
     }
 
@@ -482,7 +520,9 @@ impl Overlay {
     fn lookup_pid(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
         match s {
             "stat" => return Ok((Key::PidStat(p), TTL_STABLE)),
-            "timens_offsets" if p.tid.is_none() => return Ok((Key::Offsets(p.pid, p.start), TTL_STABLE)),
+            "timens_offsets" if p.tid.is_none() => {
+                return Ok((Key::Offsets(p.pid, p.start), TTL_STABLE))
+            }
             "ns" => return Ok((Key::NsDir(p), TTL_STABLE)),
             "fd" => return Ok((Key::FdDir(p), TTL_STABLE)),
             "task" if p.tid.is_none() => return Ok((Key::Task(p.pid, p.start), TTL_STABLE)),
@@ -492,7 +532,8 @@ impl Overlay {
             }
             _ => {}
         }
-        pio::stat_at(self.procfs(), &format!("{}/{s}", p.base()), false).map_err(|e| errno_of(&e))?;
+        pio::stat_at(self.procfs(), &format!("{}/{s}", p.base()), false)
+            .map_err(|e| errno_of(&e))?;
         Ok((Key::PidLink(p, s.into()), TTL_STABLE))
     }
 
@@ -520,7 +561,10 @@ impl Overlay {
                         Ok((Key::NsTime(p, fc, inum), TTL_NONE))
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Errno::ENOENT),
-                    Err(e) => Ok((Key::Denied(p, s.into(), e.raw_os_error().unwrap_or(libc::EACCES)), TTL_NONE)),
+                    Err(e) => Ok((
+                        Key::Denied(p, s.into(), e.raw_os_error().unwrap_or(libc::EACCES)),
+                        TTL_NONE,
+                    )),
                 }
             }
             _ if s.starts_with("time:[") => {
@@ -530,7 +574,8 @@ impl Overlay {
                     .and_then(|n| n.parse().ok())
                     .ok_or(Errno::ENOENT)?;
                 let ns = self.task_ns(&p);
-                if inum == ns.time.inum() || inum == ns.tfc.inum() || inum == timens::INIT_TIME_INUM {
+                if inum == ns.time.inum() || inum == ns.tfc.inum() || inum == timens::INIT_TIME_INUM
+                {
                     Ok((Key::NsFile(inum), TTL_NONE))
                 } else {
                     Err(Errno::ENOENT)
@@ -564,15 +609,25 @@ impl Overlay {
     fn lookup_fd(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
         let base = p.base();
         if let Some(fd) = parse_num(OsStr::new(s)) {
-            let text = self.caller_readlink(req, &format!("{base}/fd/{fd}")).map_err(|e| errno_of(&e))?;
-            return Ok((Key::FdLink(p, fd, text), TTL_NONE));
+            let path = format!("{base}/fd/{fd}");
+            let (text, st) = self
+                .as_caller(req, || {
+                    Ok((pio::readlink_at(self.procfs(), &path)?, pio::stat_at(self.procfs(), &path, false)?))
+                })
+                .map_err(|e| errno_of(&e))?;
+            return Ok((Key::FdLink(p, fd, text, (st.st_mode & 0o777) as u16), TTL_NONE));
         }
         // A relative link text (`pipe:[123]`, `anon_inode:[eventfd]`): the fd with that text.
         let fds = self
             .as_caller(req, || pio::list_at(self.procfs(), &format!("{base}/fd")))
             .map_err(|e| errno_of(&e))?;
         for (n, _) in fds {
-            let Some(fd) = std::str::from_utf8(&n).ok().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(fd) = std::str::from_utf8(&n)
+                .ok()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
             if let Ok(text) = self.caller_readlink(req, &format!("{base}/fd/{fd}")) {
                 if text == s.as_bytes() {
                     return Ok((Key::FdTarget(p, fd), TTL_NONE));
@@ -584,7 +639,9 @@ impl Overlay {
 
     fn link_text(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
         Ok(match key {
-            Key::RootLink(name) => format!("{HIDDEN_DIR}/{HIDDEN_PROC}/{}", name.to_string_lossy()).into_bytes(),
+            Key::RootLink(name) => {
+                format!("{HIDDEN_DIR}/{HIDDEN_PROC}/{}", name.to_string_lossy()).into_bytes()
+            }
             Key::RootRealLink(_, text) => text.clone(),
             Key::SelfLink(tgid) => tgid.to_string().into_bytes(),
             Key::ThreadSelf(tgid, tid) => format!("{tgid}/task/{tid}").into_bytes(),
@@ -600,7 +657,13 @@ impl Overlay {
                 if reachable_by_text(text) {
                     text.clone()
                 } else {
-                    format!("{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/{}", p.up(), p.base(), name.to_string_lossy()).into_bytes()
+                    format!(
+                        "{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/{}",
+                        p.up(),
+                        p.base(),
+                        name.to_string_lossy()
+                    )
+                    .into_bytes()
                 }
             }
             Key::Denied(_, _, errno) => return Err(Errno::from_i32(*errno)),
@@ -611,16 +674,24 @@ impl Overlay {
                 name.to_string_lossy()
             )
             .into_bytes(),
-            Key::FdLink(p, fd, text) => {
+            Key::FdLink(p, fd, text, _) => {
                 if reachable_by_text(text) {
                     text.clone()
                 } else {
-                    format!("../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}", p.up(), p.base()).into_bytes()
+                    format!(
+                        "../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}",
+                        p.up(),
+                        p.base()
+                    )
+                    .into_bytes()
                 }
             }
-            Key::FdTarget(p, fd) => {
-                format!("../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}", p.up(), p.base()).into_bytes()
-            }
+            Key::FdTarget(p, fd) => format!(
+                "../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/fd/{fd}",
+                p.up(),
+                p.base()
+            )
+            .into_bytes(),
             _ => {
                 let _ = req;
                 return Err(Errno::EINVAL);
@@ -651,8 +722,16 @@ impl Overlay {
                     if n == HIDDEN_DIR.as_bytes() {
                         continue;
                     }
-                    let kind = if n == b"uptime" || n == b"stat" { FileType::RegularFile } else { ty(t) };
-                    out.push((pseudo_ino(&n), kind, OsString::from(std::ffi::OsStr::from_bytes(&n))));
+                    let kind = if n == b"uptime" || n == b"stat" {
+                        FileType::RegularFile
+                    } else {
+                        ty(t)
+                    };
+                    out.push((
+                        pseudo_ino(&n),
+                        kind,
+                        OsString::from(std::ffi::OsStr::from_bytes(&n)),
+                    ));
                 }
             }
             Key::HiddenDir => out.push((HIDDEN_STUB_INO, FileType::Directory, HIDDEN_PROC.into())),
@@ -670,23 +749,41 @@ impl Overlay {
                     out.push((pseudo_ino(&n), kind, OsString::from(OsStr::from_bytes(&n))));
                 }
                 if p.tid.is_none() && !out.iter().any(|(_, _, n)| n == "timens_offsets") {
-                    out.push((pseudo_ino(b"timens_offsets"), FileType::RegularFile, "timens_offsets".into()));
+                    out.push((
+                        pseudo_ino(b"timens_offsets"),
+                        FileType::RegularFile,
+                        "timens_offsets".into(),
+                    ));
                 }
             }
             Key::Task(pid, _) => {
-                let names =
-                    pio::list_at(self.procfs(), &format!("{pid}/task")).map_err(|e| errno_of(&e))?;
+                let names = pio::list_at(self.procfs(), &format!("{pid}/task"))
+                    .map_err(|e| errno_of(&e))?;
                 for (n, _) in names {
-                    out.push((pseudo_ino(&n), FileType::Directory, OsString::from(OsStr::from_bytes(&n))));
+                    out.push((
+                        pseudo_ino(&n),
+                        FileType::Directory,
+                        OsString::from(OsStr::from_bytes(&n)),
+                    ));
                 }
             }
             Key::NsDir(p) | Key::FdDir(p) => {
-                let sub = if matches!(key, Key::NsDir(_)) { "ns" } else { "fd" };
+                let sub = if matches!(key, Key::NsDir(_)) {
+                    "ns"
+                } else {
+                    "fd"
+                };
                 let names = self
-                    .as_caller(req, || pio::list_at(self.procfs(), &format!("{}/{sub}", p.base())))
+                    .as_caller(req, || {
+                        pio::list_at(self.procfs(), &format!("{}/{sub}", p.base()))
+                    })
                     .map_err(|e| errno_of(&e))?;
                 for (n, _) in names {
-                    out.push((pseudo_ino(&n), FileType::Symlink, OsString::from(OsStr::from_bytes(&n))));
+                    out.push((
+                        pseudo_ino(&n),
+                        FileType::Symlink,
+                        OsString::from(OsStr::from_bytes(&n)),
+                    ));
                 }
                 if sub == "ns" {
                     for t in ["time", "time_for_children"] {
@@ -719,7 +816,9 @@ impl Overlay {
             Key::PidStat(p) => {
                 // Read as the caller: do_task_stat hides some fields from non-permitted readers.
                 let host = self
-                    .as_caller(req, || pio::read_at(self.procfs(), &format!("{}/stat", p.base())))
+                    .as_caller(req, || {
+                        pio::read_at(self.procfs(), &format!("{}/stat", p.base()))
+                    })
                     .map_err(|e| errno_of(&e))?;
                 let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
                 procview::rewrite_pid_stat_starttime(&host, off).map_err(|_| Errno::EIO)
@@ -759,7 +858,8 @@ impl Overlay {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                         // Kernel without CONFIG_TIME_NS: apply the file's owner and mode here.
-                        let st = pio::stat_at(self.procfs(), &pid.to_string(), false).map_err(|e| errno_of(&e))?;
+                        let st = pio::stat_at(self.procfs(), &pid.to_string(), false)
+                            .map_err(|e| errno_of(&e))?;
                         if c.fsuid() != st.st_uid && !c.has_cap(1) {
                             return Err(Errno::EACCES);
                         }
@@ -775,10 +875,22 @@ impl Overlay {
             }
             _ => return Err(Errno::EINVAL),
         }
-        Ok(OpenFile { key, snapshot: None, phantom: 0, cap_sys_time })
+        Ok(OpenFile {
+            key,
+            snapshot: None,
+            phantom: 0,
+            cap_sys_time,
+        })
     }
 
-    fn write_offsets(&self, pid: u32, start: u64, pos: u64, data: &[u8], cap: bool) -> Result<usize, i32> {
+    fn write_offsets(
+        &self,
+        pid: u32,
+        start: u64,
+        pos: u64,
+        data: &[u8],
+        cap: bool,
+    ) -> Result<usize, i32> {
         // Membership first: a child forked just before this write has entered the namespace.
         self.daemon.sync_events();
         let tfc = self.daemon.task_ns(&self.sb, pid).tfc;
@@ -793,7 +905,8 @@ impl Overlay {
             procview::Clock::Boottime => pio::clock_now(libc::CLOCK_BOOTTIME),
         };
         let (offsets, count) =
-            timens::write::decide_write(pos, data, target.as_ref(), cap, &mut now).map_err(|e| e.errno())?;
+            timens::write::decide_write(pos, data, target.as_ref(), cap, &mut now)
+                .map_err(|e| e.errno())?;
         match tfc {
             NsRef::Slot(s) => {
                 if !self.daemon.store.set_offsets(s, offsets) {
@@ -805,9 +918,6 @@ impl Overlay {
         Ok(count)
     }
 
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
-    }
 }
 
 /// Nanoseconds of the host's boot time (REALTIME − BOOTTIME), for btime with sub-second offsets.
@@ -827,7 +937,9 @@ impl Filesystem for Overlay {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(pkey) = self.inodes.get(parent.0) else { return reply.error(Errno::ENOENT) };
+        let Some(pkey) = self.inodes.get(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         match self.lookup_key(req, &pkey, name) {
             Ok((key, ttl)) => self.reply_entry(key, ttl, reply),
             Err(e) => reply.error(e),
@@ -839,9 +951,16 @@ impl Filesystem for Overlay {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         let ttl = match key {
-            Key::Root | Key::HiddenDir | Key::HiddenStub | Key::StaticDir(_) | Key::Uptime | Key::Stat => TTL_STATIC,
+            Key::Root
+            | Key::HiddenDir
+            | Key::HiddenStub
+            | Key::StaticDir(_)
+            | Key::Uptime
+            | Key::Stat => TTL_STATIC,
             _ => TTL_PID,
         };
         match self.attr_of(ino.0, &key) {
@@ -868,7 +987,9 @@ impl Filesystem for Overlay {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         // procfs ignores truncation of its files (`echo x > timens_offsets` opens with O_TRUNC)
         // and refuses mode and owner changes.
         if mode.is_some() || uid.is_some() || gid.is_some() {
@@ -881,7 +1002,9 @@ impl Filesystem for Overlay {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         match self.link_text(req, &key) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
@@ -889,12 +1012,20 @@ impl Filesystem for Overlay {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         match self.open_virtual(req, key, flags) {
             Ok(f) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, f);
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH);
+                self.files
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, f);
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+                );
             }
             Err(e) => reply.error(e),
         }
@@ -913,14 +1044,25 @@ impl Filesystem for Overlay {
     ) {
         let (key, phantom, snapshot) = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(f) = files.get(&fh.0) else { return reply.error(Errno::EBADF) };
+            let Some(f) = files.get(&fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
             (f.key.clone(), f.phantom, f.snapshot.clone())
         };
-        let pos = if offset >= phantom { offset - phantom } else { offset };
+        let pos = if offset >= phantom {
+            offset - phantom
+        } else {
+            offset
+        };
         let content = if pos == 0 || snapshot.is_none() {
             match self.render(req, &key) {
                 Ok(c) => {
-                    if let Some(f) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fh.0) {
+                    if let Some(f) = self
+                        .files
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&fh.0)
+                    {
                         f.snapshot = Some(c.clone());
                     }
                     c
@@ -949,14 +1091,27 @@ impl Filesystem for Overlay {
     ) {
         let (key, phantom, cap) = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(f) = files.get(&fh.0) else { return reply.error(Errno::EBADF) };
+            let Some(f) = files.get(&fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
             (f.key.clone(), f.phantom, f.cap_sys_time)
         };
-        let Key::Offsets(pid, start) = key else { return reply.error(Errno::EINVAL) };
-        let pos = if offset >= phantom { offset - phantom } else { offset };
+        let Key::Offsets(pid, start) = key else {
+            return reply.error(Errno::EINVAL);
+        };
+        let pos = if offset >= phantom {
+            offset - phantom
+        } else {
+            offset
+        };
         match self.write_offsets(pid, start, pos, data, cap) {
             Ok(n) => {
-                if let Some(f) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fh.0) {
+                if let Some(f) = self
+                    .files
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&fh.0)
+                {
                     f.phantom += n as u64;
                 }
                 reply.written(n as u32)
@@ -975,17 +1130,30 @@ impl Filesystem for Overlay {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         // Permission to list is checked here like procfs does at open (fd/ is 0500, ns/ 0511).
         if let Key::FdDir(p) | Key::NsDir(p) = &key {
-            let sub = if matches!(key, Key::FdDir(_)) { "fd" } else { "ns" };
+            let sub = if matches!(key, Key::FdDir(_)) {
+                "fd"
+            } else {
+                "ns"
+            };
             if let Err(e) = self.as_caller(req, || {
-                pio::open_at(self.procfs(), &format!("{}/{sub}", p.base()), libc::O_RDONLY | libc::O_DIRECTORY)
+                pio::open_at(
+                    self.procfs(),
+                    &format!("{}/{sub}", p.base()),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )
             }) {
                 return reply.error(errno_of(&e));
             }
@@ -994,18 +1162,35 @@ impl Filesystem for Overlay {
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some(key) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(key) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
         let entries = if offset == 0 {
             match self.list(req, &key) {
                 Ok(l) => {
-                    self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh.0, DirList::Entries(l.clone()));
+                    self.dirs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(fh.0, DirList::Entries(l.clone()));
                     l
                 }
                 Err(e) => return reply.error(e),
             }
         } else {
-            match self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh.0) {
+            match self
+                .dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&fh.0)
+            {
                 Some(DirList::Entries(l)) => l.clone(),
                 None => Vec::new(),
             }
@@ -1031,8 +1216,18 @@ impl Filesystem for Overlay {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 }

@@ -14,7 +14,13 @@ fn cpath(path: &str) -> io::Result<CString> {
 pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedFd> {
     let c = cpath(path)?;
     // SAFETY: `c` is a valid NUL-terminated string and `dir` a valid fd for the call's duration.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -55,7 +61,14 @@ pub fn readlink_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
     let c = cpath(path)?;
     let mut buf = vec![0u8; 4096];
     // SAFETY: `c` is NUL-terminated, `buf` is writable for `buf.len()` bytes.
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -105,7 +118,12 @@ pub fn list_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<(Vec<u8>, u8)>
         // SAFETY: readdir64 returned a valid dirent whose d_name is NUL-terminated.
         let (name, ty) = unsafe {
             let e = &*ent;
-            (std::ffi::CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(), e.d_type)
+            (
+                std::ffi::CStr::from_ptr(e.d_name.as_ptr())
+                    .to_bytes()
+                    .to_vec(),
+                e.d_type,
+            )
         };
         if name == b"." || name == b".." {
             continue;
@@ -138,7 +156,10 @@ pub fn parse_start_and_state(text: &[u8]) -> Option<(u64, u8)> {
 
 /// The clock of `clockid` now.
 pub fn clock_now(clockid: libc::clockid_t) -> procview::Timespec {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(clockid, &mut ts) };
     procview::Timespec::new(ts.tv_sec, ts.tv_nsec)

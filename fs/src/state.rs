@@ -59,7 +59,6 @@ pub struct Sandbox {
     pub procfs: OwnedFd,
     /// Depth of the sandbox's pid namespace below the host's (0: same pid namespace).
     pub pidns_level: usize,
-    pub anchor_pid: u32,
     /// Sandbox tid -> host tid of tracked tasks.
     pub by_nspid: DashMap<u32, u32>,
     pub notifier: Mutex<Option<fuser::Notifier>>,
@@ -68,7 +67,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn default_ns(&self) -> TaskNs {
-        TaskNs { time: NsRef::Slot(self.ns), tfc: NsRef::Slot(self.ns) }
+        TaskNs {
+            time: NsRef::Slot(self.ns),
+            tfc: NsRef::Slot(self.ns),
+        }
     }
 
     pub fn procfs(&self) -> BorrowedFd<'_> {
@@ -95,14 +97,22 @@ pub fn nspids(host_proc: BorrowedFd<'_>, pid: u32) -> io::Result<Vec<u32>> {
     let text = String::from_utf8_lossy(&text);
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("NSpid:") {
-            return Ok(rest.split_whitespace().filter_map(|s| s.parse().ok()).collect());
+            return Ok(rest
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect());
         }
     }
     Ok(vec![pid])
 }
 
 impl Daemon {
-    pub fn new(store: Store, conn: Option<ProcConnector>, own_user_ns: u64, host_proc: OwnedFd) -> Self {
+    pub fn new(
+        store: Store,
+        conn: Option<ProcConnector>,
+        own_user_ns: u64,
+        host_proc: OwnedFd,
+    ) -> Self {
         Daemon {
             store,
             sandboxes: DashMap::new(),
@@ -122,7 +132,11 @@ impl Daemon {
     pub fn offsets(&self, ns: NsRef) -> Offsets {
         match ns {
             NsRef::Init => Offsets::ZERO,
-            NsRef::Slot(s) => self.store.offsets(s).map(|(o, _)| o).unwrap_or(Offsets::ZERO),
+            NsRef::Slot(s) => self
+                .store
+                .offsets(s)
+                .map(|(o, _)| o)
+                .unwrap_or(Offsets::ZERO),
         }
     }
 
@@ -183,7 +197,16 @@ impl Daemon {
             self.untrack(host_tid);
             return;
         }
-        self.tasks.insert(host_tid, TaskRec { sandbox: sb.id, nspid, starttime, ns, skip_execs });
+        self.tasks.insert(
+            host_tid,
+            TaskRec {
+                sandbox: sb.id,
+                nspid,
+                starttime,
+                ns,
+                skip_execs,
+            },
+        );
         sb.by_nspid.insert(nspid, host_tid);
     }
 
@@ -220,7 +243,11 @@ impl Daemon {
             std::os::fd::AsRawFd::as_raw_fd(&*c)
         };
         loop {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: `pfd` is a valid pollfd array of length 1.
             let r = unsafe { libc::poll(&mut pfd, 1, 1000) };
             if r < 0 {
@@ -241,9 +268,18 @@ impl Daemon {
 
     fn handle_event(&self, ev: ProcEvent) {
         match ev {
-            ProcEvent::Fork { parent_pid, child_pid, child_tgid, .. } => {
-                let Some(parent) = self.tasks.get(&parent_pid).map(|r| r.clone()) else { return };
-                let Some(sb) = self.sandbox_of(parent.sandbox) else { return };
+            ProcEvent::Fork {
+                parent_pid,
+                child_pid,
+                child_tgid,
+                ..
+            } => {
+                let Some(parent) = self.tasks.get(&parent_pid).map(|r| r.clone()) else {
+                    return;
+                };
+                let Some(sb) = self.sandbox_of(parent.sandbox) else {
+                    return;
+                };
                 let child_ns = if child_pid != child_tgid {
                     // B3: a thread keeps its creator's namespaces.
                     parent.ns
@@ -252,7 +288,10 @@ impl Daemon {
                     if parent.ns.time != parent.ns.tfc {
                         self.enter(parent.ns.tfc);
                     }
-                    TaskNs { time: parent.ns.tfc, tfc: parent.ns.tfc }
+                    TaskNs {
+                        time: parent.ns.tfc,
+                        tfc: parent.ns.tfc,
+                    }
                 };
                 if child_ns == sb.default_ns() {
                     return;
@@ -264,8 +303,14 @@ impl Daemon {
                 self.track(&sb, child_pid, nspid, child_ns);
             }
             ProcEvent::Exec { pid, tgid } => {
-                let key = if self.tasks.contains_key(&pid) { pid } else { tgid };
-                let Some(mut rec) = self.tasks.get(&key).map(|r| r.clone()) else { return };
+                let key = if self.tasks.contains_key(&pid) {
+                    pid
+                } else {
+                    tgid
+                };
+                let Some(mut rec) = self.tasks.get(&key).map(|r| r.clone()) else {
+                    return;
+                };
                 if rec.skip_execs > 0 {
                     rec.skip_execs -= 1;
                     self.tasks.insert(key, rec);
@@ -276,7 +321,9 @@ impl Daemon {
                     self.enter(rec.ns.tfc);
                     rec.ns.time = rec.ns.tfc;
                 }
-                let Some(sb) = self.sandbox_of(rec.sandbox) else { return };
+                let Some(sb) = self.sandbox_of(rec.sandbox) else {
+                    return;
+                };
                 if rec.ns == sb.default_ns() {
                     self.untrack(key);
                 } else {
@@ -312,8 +359,16 @@ impl Daemon {
                     None => continue,
                 }
             };
-            if let Some(n) = sb.notifier.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                let _ = n.inval_entry(fuser::INodeNo::ROOT, std::ffi::OsStr::new(&nspid.to_string()));
+            if let Some(n) = sb
+                .notifier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                let _ = n.inval_entry(
+                    fuser::INodeNo::ROOT,
+                    std::ffi::OsStr::new(&nspid.to_string()),
+                );
             }
         }
     }
@@ -323,12 +378,12 @@ impl Daemon {
         let stale: Vec<u32> = self
             .tasks
             .iter()
-            .filter(|r| {
-                match pio::stat_start_and_state(self.host_proc(), &r.key().to_string()) {
+            .filter(
+                |r| match pio::stat_start_and_state(self.host_proc(), &r.key().to_string()) {
                     Ok((start, _)) => start != r.starttime,
                     Err(_) => true,
-                }
-            })
+                },
+            )
             .map(|r| *r.key())
             .collect();
         for tid in stale {
@@ -338,7 +393,12 @@ impl Daemon {
 
     /// Creates a namespace for a new sandbox (A4: its offsets are given explicitly by the
     /// creator, which is what `unshare -T --monotonic`/`--boottime` does right after creating).
-    pub fn create_namespace(&self, offsets: Offsets, frozen: bool, meta: SlotMeta) -> io::Result<SlotRef> {
+    pub fn create_namespace(
+        &self,
+        offsets: Offsets,
+        frozen: bool,
+        meta: SlotMeta,
+    ) -> io::Result<SlotRef> {
         self.store.alloc(offsets, frozen, meta)
     }
 

@@ -36,7 +36,8 @@ pub fn ensure(state_dir: &Path) -> Result<(), String> {
     if ping(state_dir) {
         return Ok(());
     }
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let log_path = state_dir.join(timens_proto::LOG_NAME);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -45,7 +46,10 @@ pub fn ensure(state_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
     let bin = daemon_binary();
     let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("--state-dir").arg(state_dir).arg("--idle-exit").arg("30");
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .arg("--idle-exit")
+        .arg("30");
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);

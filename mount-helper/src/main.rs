@@ -71,7 +71,13 @@ fn fmt_offset(o: &timens_proto::Offset) -> String {
 fn status(state_dir: &std::path::Path, json: bool) {
     let sock = match daemon::connect(state_dir) {
         Ok(s) => s,
-        Err(e) => die(1, format!("no timensfs daemon answers at {}: {e}", timens_proto::socket_path(state_dir).display())),
+        Err(e) => die(
+            1,
+            format!(
+                "no timensfs daemon answers at {}: {e}",
+                timens_proto::socket_path(state_dir).display()
+            ),
+        ),
     };
     let namespaces = match timens_proto::call(&sock, &timens_proto::Request::Status, &[]) {
         Ok(timens_proto::Response::Status { namespaces }) => namespaces,
@@ -79,7 +85,10 @@ fn status(state_dir: &std::path::Path, json: bool) {
         Err(e) => die(1, format!("asking the daemon for status: {e}")),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&namespaces).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&namespaces).unwrap_or_default()
+        );
         return;
     }
     println!(

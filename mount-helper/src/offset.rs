@@ -16,10 +16,14 @@ pub fn parse_offset(text: &str) -> Result<Timespec, String> {
     if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let sec: i64 = int.parse().map_err(|_| format!("'{text}' is out of range"))?;
+    let sec: i64 = int
+        .parse()
+        .map_err(|_| format!("'{text}' is out of range"))?;
     let nsec: i64 = match frac {
         None => 0,
-        Some(f) if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) => return Err(bad()),
+        Some(f) if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(bad())
+        }
         Some(f) => format!("{f:0<9}").parse().map_err(|_| bad())?,
     };
     Ok(if neg {
@@ -45,10 +49,23 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_the_text_named() {
-        for bad in ["abc", "", "-", "1.", ".5", "1.1234567890", "1e3", "0x10", "1 2", "--1"] {
+        for bad in [
+            "abc",
+            "",
+            "-",
+            "1.",
+            ".5",
+            "1.1234567890",
+            "1e3",
+            "0x10",
+            "1 2",
+            "--1",
+        ] {
             let e = parse_offset(bad).unwrap_err();
             assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");
         }
-        assert!(parse_offset("99999999999999999999").unwrap_err().contains("out of range"));
+        assert!(parse_offset("99999999999999999999")
+            .unwrap_err()
+            .contains("out of range"));
     }
 }

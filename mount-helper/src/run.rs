@@ -48,14 +48,18 @@ pub struct RunArgs {
 
 fn offset_arg(name: &str, v: &Option<String>, clock: Clock) -> Timespec {
     let Some(text) = v else { return Timespec::ZERO };
-    let t = parse_offset(text).unwrap_or_else(|e| die(EXIT_USAGE, format!("invalid --{name} value: {e}")));
+    let t = parse_offset(text)
+        .unwrap_or_else(|e| die(EXIT_USAGE, format!("invalid --{name} value: {e}")));
     // E9: the kernel refuses offsets that put the clock below 0 or beyond KTIME_SEC_MAX/2.
     let max = timens::write::KTIME_SEC_MAX;
     let id = match clock {
         Clock::Monotonic => libc::CLOCK_MONOTONIC,
         Clock::Boottime => libc::CLOCK_BOOTTIME,
     };
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid out-pointer.
     unsafe { libc::clock_gettime(id, &mut now) };
     let tp = Timespec::new(now.tv_sec, now.tv_nsec).add_normalized(t);
@@ -82,14 +86,20 @@ pub fn run(args: RunArgs) -> ! {
     let boottime = offset_arg("boottime", &args.boottime, Clock::Boottime);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        die(1, "run needs root (it creates mount namespaces and serves /proc through FUSE)");
+        die(
+            1,
+            "run needs root (it creates mount namespaces and serves /proc through FUSE)",
+        );
     }
     if let Err(e) = daemon::ensure(&args.state_dir) {
         die(1, e);
     }
     let label = format!(
         "run:{}",
-        Path::new(&args.cmd[0]).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        Path::new(&args.cmd[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     );
     if args.pid {
         // SAFETY: unshare has no memory-safety preconditions.
@@ -124,9 +134,16 @@ fn relay_child() {
         return;
     }
     CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
         // SAFETY: installing a handler that only calls kill (async-signal-safe).
-        unsafe { libc::signal(sig, forward as libc::sighandler_t) };
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
     loop {
         let mut status = 0;
@@ -154,23 +171,36 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
     }
     mountapi::make_rslave_root().unwrap_or_else(|e| os_err("making / rslave", e));
     let procfs = if args.pid {
-        mountapi::new_procfs().unwrap_or_else(|e| os_err("mounting a procfs for the new pid namespace", e))
+        mountapi::new_procfs()
+            .unwrap_or_else(|e| os_err("mounting a procfs for the new pid namespace", e))
     } else {
-        mountapi::open_tree_clone(Path::new("/proc"), true).unwrap_or_else(|e| os_err("cloning /proc", e))
+        mountapi::open_tree_clone(Path::new("/proc"), true)
+            .unwrap_or_else(|e| os_err("cloning /proc", e))
     };
     let fuse = mountapi::mount_fuse(Path::new("/proc"), "timensfs", "timensfs")
         .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e));
-    let sock = daemon::connect(&args.state_dir).unwrap_or_else(|e| os_err("connecting to timensfs", e));
+    let sock =
+        daemon::connect(&args.state_dir).unwrap_or_else(|e| os_err("connecting to timensfs", e));
     let req = Request::CreateSandbox {
-        monotonic: Offset { sec: monotonic.sec, nsec: monotonic.nsec },
-        boottime: Offset { sec: boottime.sec, nsec: boottime.nsec },
+        monotonic: Offset {
+            sec: monotonic.sec,
+            nsec: monotonic.nsec,
+        },
+        boottime: Offset {
+            sec: boottime.sec,
+            nsec: boottime.nsec,
+        },
         for_children: args.for_children,
         label: label.to_string(),
     };
     match timens_proto::call(&sock, &req, &[fuse.as_fd(), procfs.as_fd()]) {
         Ok(Response::Created { .. }) => {}
         Ok(Response::Error { errno, message }) => {
-            let code = if errno == libc::ERANGE || errno == libc::EINVAL { EXIT_USAGE } else { 1 };
+            let code = if errno == libc::ERANGE || errno == libc::EINVAL {
+                EXIT_USAGE
+            } else {
+                1
+            };
             die(code, message)
         }
         Ok(other) => die(1, format!("unexpected answer from timensfs: {other:?}")),
@@ -178,10 +208,12 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
     }
     drop(fuse);
     let hidden = Path::new("/proc/.timens/proc");
-    mountapi::move_mount_to(procfs.as_fd(), hidden).unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
+    mountapi::move_mount_to(procfs.as_fd(), hidden)
+        .unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
     // Directories the kernel serves whole get bind mounts, not links: sysctl insists on paths
     // under /proc/sys, and realpath must not show the hidden path.
-    let root = std::fs::read_dir(hidden).unwrap_or_else(|e| os_err("listing /proc/.timens/proc", e));
+    let root =
+        std::fs::read_dir(hidden).unwrap_or_else(|e| os_err("listing /proc/.timens/proc", e));
     for entry in root.flatten() {
         let name = entry.file_name();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -200,13 +232,23 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
 fn exec(cmd: &[std::ffi::OsString]) -> ! {
     let argv: Vec<CString> = cmd
         .iter()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| die(EXIT_USAGE, "an argument contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .unwrap_or_else(|_| die(EXIT_USAGE, "an argument contains a NUL byte"))
+        })
         .collect();
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: argv is a NULL-terminated array of valid C strings that outlive the call.
     unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
     let e = std::io::Error::last_os_error();
-    let code = if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
-    die(code, format!("failed to execute {}: {e}", cmd[0].to_string_lossy()))
+    let code = if e.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    };
+    die(
+        code,
+        format!("failed to execute {}: {e}", cmd[0].to_string_lossy()),
+    )
 }

@@ -105,7 +105,10 @@ pub fn read_request(sock: &UnixStream) -> io::Result<(Request, Vec<OwnedFd>)> {
         let (n, mut got) = timens_sys::fdpass::recv_with_fds(sock, &mut buf[len..], 4)?;
         fds.append(&mut got);
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty request"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "empty request",
+            ));
         }
         len += n;
         if buf[..len].contains(&b'\n') || len == buf.len() {

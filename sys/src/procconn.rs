@@ -50,12 +50,16 @@ const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_CN_MCAST_IGNORE: u32 = 2;
 // struct proc_event { u32 what; u32 cpu; u64 timestamp_ns; union event_data; }
 const EV_DATA: usize = 16;
+const PROC_EVENT_NONE: u32 = 0x0000_0000;
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 /// Receive buffer asked for: large, so bursts of forks do not overrun it.
 const RCVBUF_BYTES: libc::c_int = 4 << 20;
+/// How long [`ProcConnector::open`] waits for the kernel to confirm the subscription. The
+/// answer is queued before the request's `sendto` returns; this only bounds the events before it.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connector datagram carries one small message; this is ample.
 const DGRAM_BUF: usize = 8192;
 /// [`ProcConnector::drain`] stops after this many datagrams even if more keep arriving, so a
@@ -70,10 +74,17 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
-/// Decodes every netlink message in `buf` (one datagram) and appends the fork, exec and exit
-/// events to `out`. Other event types, other connector ids, acks and malformed or truncated
-/// messages are skipped. Pure: no I/O.
-pub fn decode(buf: &[u8], out: &mut Vec<ProcEvent>) {
+/// One proc connector message of a datagram, as far as this module cares.
+enum Message<'a> {
+    /// The kernel says it dropped messages.
+    Overrun,
+    /// A `CN_IDX_PROC` message: the `ack` field of its cn_msg and its `struct proc_event`.
+    Proc { ack: u32, event: &'a [u8] },
+}
+
+/// Walks the netlink messages in `buf` (one datagram). Malformed or truncated messages end the
+/// walk; messages of other connectors are skipped.
+fn for_each_message<'a>(buf: &'a [u8], mut f: impl FnMut(Message<'a>)) {
     let mut off = 0;
     while let (Some(len), Some(ty)) = (u32_at(buf, off), u16_at(buf, off + 4)) {
         let len = len as usize;
@@ -82,58 +93,76 @@ pub fn decode(buf: &[u8], out: &mut Vec<ProcEvent>) {
         }
         match ty {
             NLMSG_NOOP | NLMSG_ERROR => {}
-            NLMSG_OVERRUN => out.push(ProcEvent::Overrun),
-            _ => decode_cn_msg(&buf[off + NLMSG_HDRLEN..off + len], out),
+            NLMSG_OVERRUN => f(Message::Overrun),
+            _ => {
+                let cn = &buf[off + NLMSG_HDRLEN..off + len];
+                if let (Some(CN_IDX_PROC), Some(CN_VAL_PROC), Some(ack), Some(data_len)) =
+                    (u32_at(cn, 0), u32_at(cn, 4), u32_at(cn, 12), u16_at(cn, 16))
+                {
+                    if let Some(event) = cn.get(CN_MSG_LEN..CN_MSG_LEN + data_len as usize) {
+                        f(Message::Proc { ack, event });
+                    }
+                }
+            }
         }
         // NLMSG_ALIGN: the next header starts at a multiple of 4.
         off += (len + 3) & !3;
     }
 }
 
-fn decode_cn_msg(msg: &[u8], out: &mut Vec<ProcEvent>) {
-    let (Some(idx), Some(val), Some(data_len)) = (u32_at(msg, 0), u32_at(msg, 4), u16_at(msg, 16))
-    else {
-        return;
-    };
-    if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC) {
-        return;
-    }
-    let Some(ev) = msg.get(CN_MSG_LEN..CN_MSG_LEN + data_len as usize) else {
-        return;
-    };
-    let Some(what) = u32_at(ev, 0) else { return };
-    let field = |i: usize| u32_at(ev, EV_DATA + 4 * i);
-    let event = match what {
-        // struct fork_proc_event { parent_pid, parent_tgid, child_pid, child_tgid }
-        PROC_EVENT_FORK => (|| {
-            Some(ProcEvent::Fork {
-                parent_pid: field(0)?,
-                parent_tgid: field(1)?,
-                child_pid: field(2)?,
-                child_tgid: field(3)?,
-            })
-        })(),
-        // struct exec_proc_event { process_pid, process_tgid }
-        PROC_EVENT_EXEC => (|| {
-            Some(ProcEvent::Exec {
-                pid: field(0)?,
-                tgid: field(1)?,
-            })
-        })(),
-        // struct exit_proc_event { process_pid, process_tgid, exit_code, exit_signal, .. }
-        PROC_EVENT_EXIT => (|| {
-            Some(ProcEvent::Exit {
-                pid: field(0)?,
-                tgid: field(1)?,
-            })
-        })(),
-        _ => None,
-    };
-    out.extend(event);
+/// Decodes every netlink message in `buf` (one datagram) and appends the fork, exec and exit
+/// events to `out`. Other event types, other connector ids, acks and malformed or truncated
+/// messages are skipped. Pure: no I/O.
+pub fn decode(buf: &[u8], out: &mut Vec<ProcEvent>) {
+    for_each_message(buf, |m| match m {
+        Message::Overrun => out.push(ProcEvent::Overrun),
+        Message::Proc { event, .. } => out.extend(decode_event(event)),
+    });
 }
 
-/// Builds the control message that (un)subscribes this socket: nlmsghdr + cn_msg + op.
-fn control_message(op: u32) -> [u8; NLMSG_HDRLEN + CN_MSG_LEN + 4] {
+/// Decodes one `struct proc_event`.
+fn decode_event(ev: &[u8]) -> Option<ProcEvent> {
+    let field = |i: usize| u32_at(ev, EV_DATA + 4 * i);
+    match u32_at(ev, 0)? {
+        // struct fork_proc_event { parent_pid, parent_tgid, child_pid, child_tgid }
+        PROC_EVENT_FORK => Some(ProcEvent::Fork {
+            parent_pid: field(0)?,
+            parent_tgid: field(1)?,
+            child_pid: field(2)?,
+            child_tgid: field(3)?,
+        }),
+        // struct exec_proc_event { process_pid, process_tgid }
+        PROC_EVENT_EXEC => Some(ProcEvent::Exec {
+            pid: field(0)?,
+            tgid: field(1)?,
+        }),
+        // struct exit_proc_event { process_pid, process_tgid, exit_code, exit_signal, .. }
+        PROC_EVENT_EXIT => Some(ProcEvent::Exit {
+            pid: field(0)?,
+            tgid: field(1)?,
+        }),
+        _ => None,
+    }
+}
+
+/// The kernel answers a subscription request whose cn_msg `ack` was `a` with a
+/// `PROC_EVENT_NONE` event whose cn_msg `ack` is `a + 1`, carrying an errno (0: success).
+/// Returns that errno if `buf` holds the answer with `ack == want_ack`.
+fn find_ack(buf: &[u8], want_ack: u32) -> Option<u32> {
+    let mut found = None;
+    for_each_message(buf, |m| {
+        if let Message::Proc { ack, event } = m {
+            if ack == want_ack && u32_at(event, 0) == Some(PROC_EVENT_NONE) {
+                found = found.or(u32_at(event, EV_DATA));
+            }
+        }
+    });
+    found
+}
+
+/// Builds the control message that (un)subscribes this socket: nlmsghdr + cn_msg + op. The
+/// kernel's answer carries `ack + 1` (see [`find_ack`]).
+fn control_message(op: u32, ack: u32) -> [u8; NLMSG_HDRLEN + CN_MSG_LEN + 4] {
     let mut m = [0u8; NLMSG_HDRLEN + CN_MSG_LEN + 4];
     let len = m.len() as u32;
     m[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -141,6 +170,7 @@ fn control_message(op: u32) -> [u8; NLMSG_HDRLEN + CN_MSG_LEN + 4] {
     let cn = NLMSG_HDRLEN;
     m[cn..cn + 4].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
     m[cn + 4..cn + 8].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    m[cn + 12..cn + 16].copy_from_slice(&ack.to_ne_bytes());
     m[cn + 16..cn + 18].copy_from_slice(&4u16.to_ne_bytes());
     m[cn + CN_MSG_LEN..].copy_from_slice(&op.to_ne_bytes());
     m
@@ -161,18 +191,26 @@ pub struct ProcConnector {
 }
 
 /// What one non-blocking read produced.
-enum Got {
-    /// A kernel datagram (possibly with no event of interest), or an overrun.
-    Datagram,
+enum Datagram {
+    /// A datagram from the kernel, of this many bytes.
+    Kernel(usize),
+    /// A datagram from a process, not the kernel: to be discarded.
+    Foreign,
+    /// ENOBUFS: the kernel dropped events.
+    Overrun,
     /// Nothing queued.
     Empty,
-    /// A datagram from a process, not the kernel: discarded.
-    Foreign,
 }
 
 impl ProcConnector {
-    /// Opens the socket, binds it to the `CN_IDX_PROC` group, asks for a 4 MiB receive buffer
-    /// (`SO_RCVBUFFORCE`, else `SO_RCVBUF`) and subscribes (`PROC_CN_MCAST_LISTEN`).
+    /// Opens the socket, asks for a 4 MiB receive buffer (`SO_RCVBUFFORCE`, else `SO_RCVBUF`),
+    /// binds it to the `CN_IDX_PROC` group, subscribes (`PROC_CN_MCAST_LISTEN`) and waits for
+    /// the kernel to confirm. Fails with the kernel's errno if it refuses, and with `TimedOut`
+    /// if it does not answer (outside the initial user and pid namespaces it ignores
+    /// subscriptions).
+    ///
+    /// Events that happen before `open` returns are not reported: scan /proc after opening to
+    /// start from a known state.
     pub fn open() -> io::Result<ProcConnector> {
         let ret = {
             // SAFETY: socket(2) takes no pointers; the result is checked and owned below.
@@ -198,8 +236,14 @@ impl ProcConnector {
             )
         })
         .map_err(|e| step_error("procconn bind", "CN_IDX_PROC", e))?;
-        conn.send_control(PROC_CN_MCAST_LISTEN)
+        // Our netlink port id is unique among this protocol's sockets: a good tag for the answer.
+        let tag = conn
+            .port_id()
+            .map_err(|e| step_error("procconn getsockname", "NETLINK_CONNECTOR", e))?;
+        conn.send_control(PROC_CN_MCAST_LISTEN, tag)
             .map_err(|e| step_error("procconn send", "PROC_CN_MCAST_LISTEN", e))?;
+        conn.await_ack(tag.wrapping_add(1), ACK_TIMEOUT)
+            .map_err(|e| step_error("procconn subscribe", "PROC_CN_MCAST_LISTEN", e))?;
         Ok(conn)
     }
 
@@ -222,8 +266,23 @@ impl ProcConnector {
         // Neither worked: keep the default size; overruns are reported, not hidden.
     }
 
-    fn send_control(&self, op: u32) -> io::Result<()> {
-        let msg = control_message(op);
+    /// The netlink port id the kernel assigned to this socket.
+    fn port_id(&self) -> io::Result<u32> {
+        let mut own = netlink_addr(0);
+        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `own` is a writable sockaddr_nl and `len` holds its size.
+        cvt(unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut own as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(own.nl_pid)
+    }
+
+    fn send_control(&self, op: u32, ack: u32) -> io::Result<()> {
+        let msg = control_message(op, ack);
         let kernel = netlink_addr(0);
         retry_eintr(|| {
             // SAFETY: `msg` and `kernel` are valid for the given lengths for the whole call.
@@ -241,9 +300,8 @@ impl ProcConnector {
         Ok(())
     }
 
-    /// Reads one datagram without blocking and decodes it into `out`.
-    fn recv_one(&self, out: &mut Vec<ProcEvent>) -> io::Result<Got> {
-        let mut buf = [0u8; DGRAM_BUF];
+    /// Reads one datagram into `buf` without blocking.
+    fn recv_datagram(&self, buf: &mut [u8]) -> io::Result<Datagram> {
         let mut from = netlink_addr(0);
         let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         let res = retry_eintr(|| {
@@ -261,28 +319,20 @@ impl ProcConnector {
             })
         });
         match res {
-            Ok(n) => {
-                if from.nl_family != libc::AF_NETLINK as libc::sa_family_t || from.nl_pid != 0 {
-                    return Ok(Got::Foreign);
-                }
-                decode(&buf[..n], out);
-                Ok(Got::Datagram)
+            Ok(_)
+                if from.nl_family != libc::AF_NETLINK as libc::sa_family_t || from.nl_pid != 0 =>
+            {
+                Ok(Datagram::Foreign)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Got::Empty),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                out.push(ProcEvent::Overrun);
-                Ok(Got::Datagram)
-            }
+            Ok(n) => Ok(Datagram::Kernel(n)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(Datagram::Empty),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Datagram::Overrun),
             Err(e) => Err(e),
         }
     }
 
-    /// Blocks up to `timeout` (`None`: forever) until at least one event has been appended to
-    /// `out`, then appends whatever else is queued already. Events of other types are ignored.
-    /// Returns `Ok(())` with nothing added when the timeout expires.
-    pub fn recv(&self, out: &mut Vec<ProcEvent>, timeout: Option<Duration>) -> io::Result<()> {
-        let start = out.len();
-        let deadline = timeout.map(|t| Instant::now() + t);
+    /// Waits until a datagram (or an error) is pending; false if `deadline` passed first.
+    fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
         loop {
             let wait_ms: libc::c_int = match deadline {
                 None => -1,
@@ -301,17 +351,61 @@ impl ProcConnector {
             };
             // SAFETY: `pfd` is one valid pollfd, and we pass a count of 1.
             match cvt(unsafe { libc::poll(&mut pfd, 1, wait_ms) }) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
-            while out.len() == start {
-                match self.recv_one(out)? {
-                    Got::Datagram | Got::Foreign => {}
-                    Got::Empty => break,
+        }
+    }
+
+    /// Reads until the kernel's answer to our subscription arrives, discarding earlier events.
+    fn await_ack(&self, want_ack: u32, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; DGRAM_BUF];
+        loop {
+            match self.recv_datagram(&mut buf)? {
+                Datagram::Kernel(n) => match find_ack(&buf[..n], want_ack) {
+                    Some(0) => return Ok(()),
+                    Some(err) => return Err(io::Error::from_raw_os_error(err as i32)),
+                    None => {}
+                },
+                Datagram::Foreign | Datagram::Overrun => {}
+                Datagram::Empty => {
+                    if !self.wait_readable(Some(deadline))? {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no answer from the kernel (it serves only the initial user and pid namespaces)",
+                        ));
+                    }
                 }
             }
+        }
+    }
+
+    /// Reads one datagram without blocking and decodes it into `out`; false if none was queued.
+    fn recv_one(&self, out: &mut Vec<ProcEvent>) -> io::Result<bool> {
+        let mut buf = [0u8; DGRAM_BUF];
+        match self.recv_datagram(&mut buf)? {
+            Datagram::Kernel(n) => decode(&buf[..n], out),
+            Datagram::Overrun => out.push(ProcEvent::Overrun),
+            Datagram::Foreign => {}
+            Datagram::Empty => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Blocks up to `timeout` (`None`: forever) until at least one event has been appended to
+    /// `out`, then appends whatever else is queued already. Events of other types are ignored.
+    /// Returns `Ok(())` with nothing added when the timeout expires.
+    pub fn recv(&self, out: &mut Vec<ProcEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        let start = out.len();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if !self.wait_readable(deadline)? {
+                return Ok(());
+            }
+            while out.len() == start && self.recv_one(out)? {}
             if out.len() > start {
                 return self.drain(out);
             }
@@ -324,7 +418,7 @@ impl ProcConnector {
     /// Appends every event queued now, without blocking.
     pub fn drain(&self, out: &mut Vec<ProcEvent>) -> io::Result<()> {
         for _ in 0..MAX_DRAIN {
-            if let Got::Empty = self.recv_one(out)? {
+            if !self.recv_one(out)? {
                 break;
             }
         }
@@ -336,7 +430,7 @@ impl Drop for ProcConnector {
     fn drop(&mut self) {
         // The kernel counts listeners and skips building events when there are none; give ours
         // back. Best effort: closing the socket is what really stops delivery.
-        let _ = self.send_control(PROC_CN_MCAST_IGNORE);
+        let _ = self.send_control(PROC_CN_MCAST_IGNORE, 0);
     }
 }
 
@@ -359,6 +453,11 @@ mod tests {
     /// Builds one netlink message carrying a proc_event `what` with the given data words,
     /// padded to 4 bytes as the kernel does.
     fn message(nl_type: u16, idx: u32, what: u32, data: &[u32]) -> Vec<u8> {
+        message_acked(nl_type, idx, 0, what, data)
+    }
+
+    /// As [`message`], with the cn_msg `ack` field set.
+    fn message_acked(nl_type: u16, idx: u32, ack: u32, what: u32, data: &[u32]) -> Vec<u8> {
         let mut ev = Vec::new();
         ev.extend_from_slice(&what.to_ne_bytes());
         ev.extend_from_slice(&1u32.to_ne_bytes()); // cpu
@@ -370,7 +469,7 @@ mod tests {
         cn.extend_from_slice(&idx.to_ne_bytes());
         cn.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
         cn.extend_from_slice(&7u32.to_ne_bytes()); // seq
-        cn.extend_from_slice(&0u32.to_ne_bytes()); // ack
+        cn.extend_from_slice(&ack.to_ne_bytes());
         cn.extend_from_slice(&(ev.len() as u16).to_ne_bytes());
         cn.extend_from_slice(&0u16.to_ne_bytes()); // flags
         cn.extend_from_slice(&ev);
@@ -498,17 +597,7 @@ mod tests {
                 return;
             }
         };
-        let mut own = netlink_addr(0);
-        let mut own_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `own` is a writable sockaddr_nl and `own_len` holds its size.
-        cvt(unsafe {
-            libc::getsockname(
-                conn.as_raw_fd(),
-                (&mut own as *mut libc::sockaddr_nl).cast(),
-                &mut own_len,
-            )
-        })
-        .unwrap();
+        let port = conn.port_id().unwrap();
         // SAFETY: socket(2) takes no pointers; the result is owned at once.
         let forger = owned_fd(unsafe {
             libc::socket(
@@ -526,7 +615,7 @@ mod tests {
             &[FORGED, FORGED, 0, 0, 1, 1],
         );
         let mut to = netlink_addr(0);
-        to.nl_pid = own.nl_pid;
+        to.nl_pid = port;
         // SAFETY: `forged` and `to` are valid for the lengths passed.
         cvt_ssize(unsafe {
             libc::sendto(
@@ -540,13 +629,17 @@ mod tests {
         })
         .unwrap();
         let mut out = Vec::new();
+        let mut buf = [0u8; DGRAM_BUF];
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut discarded = false;
         while !discarded && Instant::now() < deadline {
-            match conn.recv_one(&mut out).unwrap() {
-                Got::Foreign => discarded = true,
-                Got::Datagram => {}
-                Got::Empty => std::thread::sleep(Duration::from_millis(5)),
+            match conn.recv_datagram(&mut buf).unwrap() {
+                Datagram::Foreign => discarded = true,
+                Datagram::Kernel(n) => decode(&buf[..n], &mut out),
+                Datagram::Overrun => {}
+                Datagram::Empty => {
+                    conn.wait_readable(Some(deadline)).unwrap();
+                }
             }
         }
         assert!(discarded, "the forged datagram never arrived");
@@ -559,13 +652,32 @@ mod tests {
 
     #[test]
     fn control_message_layout() {
-        let m = control_message(PROC_CN_MCAST_LISTEN);
+        let m = control_message(PROC_CN_MCAST_LISTEN, 0xabcd);
         assert_eq!(m.len(), 40);
         assert_eq!(u32_at(&m, 0), Some(40));
         assert_eq!(u16_at(&m, 4), Some(NLMSG_DONE));
         assert_eq!(u32_at(&m, 16), Some(CN_IDX_PROC));
         assert_eq!(u32_at(&m, 20), Some(CN_VAL_PROC));
+        assert_eq!(u32_at(&m, 28), Some(0xabcd));
         assert_eq!(u16_at(&m, 32), Some(4));
         assert_eq!(u32_at(&m, 36), Some(PROC_CN_MCAST_LISTEN));
+    }
+
+    #[test]
+    fn finds_only_our_ack() {
+        // struct cn_proc_reply-style answer: PROC_EVENT_NONE with ack.err.
+        let ours_ok = message_acked(NLMSG_DONE, CN_IDX_PROC, 43, PROC_EVENT_NONE, &[0]);
+        let ours_eperm = message_acked(NLMSG_DONE, CN_IDX_PROC, 43, PROC_EVENT_NONE, &[1]);
+        let theirs = message_acked(NLMSG_DONE, CN_IDX_PROC, 99, PROC_EVENT_NONE, &[0]);
+        let event = message_acked(NLMSG_DONE, CN_IDX_PROC, 43, PROC_EVENT_EXEC, &[5, 5]);
+        assert_eq!(find_ack(&ours_ok, 43), Some(0));
+        assert_eq!(find_ack(&ours_eperm, 43), Some(1));
+        assert_eq!(find_ack(&theirs, 43), None);
+        assert_eq!(find_ack(&event, 43), None);
+        let mut both = theirs.clone();
+        both.extend(ours_eperm);
+        assert_eq!(find_ack(&both, 43), Some(1));
+        // An ack is never an event.
+        assert_eq!(decoded(&ours_ok), vec![]);
     }
 }

@@ -116,3 +116,44 @@ fn recv_times_out_and_drain_does_not_block() {
         .expect("recv(0)");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// Set in a child re-run of this binary that must find `open` refused.
+const OUTSIDE_ENV: &str = "TIMENS_SYS_PROCCONN_OUTSIDE";
+
+/// Outside the initial user namespace the kernel ignores the subscription without a word;
+/// `open` must say so instead of returning a connector that never reports anything.
+#[test]
+fn open_fails_outside_the_initial_namespaces() {
+    let test = "open_fails_outside_the_initial_namespaces";
+    if std::env::var_os(OUTSIDE_ENV).is_some() {
+        let e = ProcConnector::open().expect_err("open in a child user namespace");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        return;
+    }
+    if open_or_skip(test).is_none() {
+        return;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(OUTSIDE_ENV, "1");
+    // SAFETY: unshare is async-signal-safe and the closure touches no shared state; it runs in
+    // the forked child before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
+        });
+    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            common::skip(test, &format!("cannot create a user namespace here ({e})"));
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child failed: {}", out.status);
+    assert!(stdout.contains("1 passed"), "child did not run {test}");
+}

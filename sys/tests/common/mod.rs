@@ -6,7 +6,6 @@
 /// Prints why `test` is skipped.
 pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIP {test}: {reason}");
-    println!("SKIP {test}: {reason}");
 }
 
 /// True when running as root; otherwise prints a skip line for `test`.
