@@ -189,14 +189,6 @@ impl Inodes {
             }
         }
     }
-
-    fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_ino
-            .len()
-    }
 }
 
 /// State of one open virtual file.

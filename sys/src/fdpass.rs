@@ -143,7 +143,8 @@ pub fn recv_with_fds(
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let data_len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let data_len =
+                        ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                     let data_ptr = libc::CMSG_DATA(cmsg).cast::<RawFd>();
                     for i in 0..data_len / FD_SIZE {
                         fds.push(OwnedFd::from_raw_fd(data_ptr.add(i).read_unaligned()));
