@@ -250,6 +250,7 @@ fn create_sandbox(
         label,
         procfs,
         pidns_level,
+        mntns: mntns_inum,
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),

@@ -531,7 +531,7 @@ impl Overlay {
 
     /// The model's namespace of the task behind `p` (per thread, B9).
     fn task_ns(&self, p: &Proc) -> TaskNs {
-        self.daemon.task_ns(&self.sb, p.task())
+        self.daemon.other_task_ns(&self.sb, p.task())
     }
 
     fn lookup_ns(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
@@ -825,7 +825,7 @@ impl Overlay {
                     }
                     _ => return Err(Errno::ESRCH),
                 }
-                let tfc = self.daemon.task_ns(&self.sb, *pid).tfc;
+                let tfc = self.daemon.other_task_ns(&self.sb, *pid).tfc;
                 Ok(procview::render_timens_offsets(&self.daemon.offsets(tfc)).into_bytes())
             }
             Key::NsFile(_) => Err(Errno::EINVAL),
@@ -885,7 +885,7 @@ impl Overlay {
     ) -> Result<usize, i32> {
         // Membership first: a child forked just before this write has entered the namespace.
         self.daemon.sync_events();
-        let tfc = self.daemon.task_ns(&self.sb, pid).tfc;
+        let tfc = self.daemon.other_task_ns(&self.sb, pid).tfc;
         let alive = matches!(pio::stat_start_and_state(self.procfs(), &pid.to_string()),
             Ok((s, st)) if s == start && st != b'Z' && st != b'X');
         let target = alive.then(|| timens::write::WriteTarget {
@@ -1206,6 +1206,19 @@ impl Filesystem for Overlay {
             }
         }
         reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        // procfs files carry no extended attributes.
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
     }
 
     fn releasedir(

@@ -154,6 +154,13 @@ pub fn parse_start_and_state(text: &[u8]) -> Option<(u64, u8)> {
     Some((start, state))
 }
 
+/// Field 4 (ppid) of a `stat` file.
+pub fn parse_ppid(text: &[u8]) -> Option<u32> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 2..)?).ok()?;
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
 /// The clock of `clockid` now.
 pub fn clock_now(clockid: libc::clockid_t) -> procview::Timespec {
     let mut ts = libc::timespec {
@@ -173,6 +180,7 @@ mod tests {
     fn start_and_state_survive_odd_comm() {
         let line = b"42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 1844 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
         assert_eq!(parse_start_and_state(line), Some((123456, b'S')));
+        assert_eq!(parse_ppid(line), Some(1));
     }
 
     #[test]

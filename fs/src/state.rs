@@ -59,6 +59,8 @@ pub struct Sandbox {
     pub procfs: OwnedFd,
     /// Depth of the sandbox's pid namespace below the host's (0: same pid namespace).
     pub pidns_level: usize,
+    /// The sandbox's mount namespace (its members live in it, or below it).
+    pub mntns: u64,
     /// Sandbox tid -> host tid of tracked tasks.
     pub by_nspid: DashMap<u32, u32>,
     pub notifier: Mutex<Option<fuser::Notifier>>,
@@ -158,7 +160,7 @@ impl Daemon {
         self.next_sandbox.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Namespaces of the task with sandbox tid `nstid` in `sb`.
+    /// Namespaces of the task with sandbox tid `nstid` in `sb`, known to be in the sandbox.
     pub fn task_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
         if let Some(host) = sb.by_nspid.get(&nstid) {
             if let Some(rec) = self.tasks.get(&*host) {
@@ -166,6 +168,37 @@ impl Daemon {
             }
         }
         sb.default_ns()
+    }
+
+    /// Namespaces of any task visible in the sandbox's procfs. Without a pid namespace the
+    /// sandbox sees the host's processes too: those are in the initial namespace, not in the
+    /// sandbox's. A task is the sandbox's when it, or an ancestor (nested `unshare -m`), lives
+    /// in the sandbox's mount namespace.
+    pub fn other_task_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
+        if sb.by_nspid.contains_key(&nstid) || self.is_member(sb, nstid) {
+            return self.task_ns(sb, nstid);
+        }
+        TaskNs { time: NsRef::Init, tfc: NsRef::Init }
+    }
+
+    fn is_member(&self, sb: &Sandbox, nstid: u32) -> bool {
+        let procfs = sb.procfs();
+        let mut pid = nstid;
+        for _ in 0..64 {
+            if pid == 0 {
+                return false;
+            }
+            match pio::stat_at(procfs, &format!("{pid}/ns/mnt"), true) {
+                Ok(st) if st.st_ino == sb.mntns => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            match pio::read_at(procfs, &format!("{pid}/stat")).ok().and_then(|t| pio::parse_ppid(&t)) {
+                Some(ppid) => pid = ppid,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// Namespaces of a requesting task. A request from an untracked task proves that the
