@@ -73,6 +73,10 @@ enum Key {
     Root,
     HiddenDir,
     HiddenStub,
+    /// Mount-point stubs for files the sandbox binds in: the offset store and the control
+    /// socket, so the clock library finds both at fixed paths in any mount namespace.
+    HiddenStore,
+    HiddenSocket,
     Uptime,
     Stat,
     /// A directory of the real procfs root bind-mounted over this stub by the sandbox.
@@ -108,6 +112,10 @@ const HIDDEN_DIR_INO: u64 = 2;
 const HIDDEN_STUB_INO: u64 = 3;
 const UPTIME_INO: u64 = 4;
 const STAT_INO: u64 = 5;
+const HIDDEN_STORE_INO: u64 = 6;
+const HIDDEN_SOCKET_INO: u64 = 7;
+pub const HIDDEN_STORE: &str = "store";
+pub const HIDDEN_SOCKET: &str = "control.sock";
 /// Dynamic inode numbers start above every namespace inode number (which are used as the
 /// inode numbers of `time:[N]` files, G3).
 const FIRST_DYNAMIC: u64 = 1 << 33;
@@ -136,6 +144,8 @@ impl Inodes {
             Key::Root => ROOT_INO,
             Key::HiddenDir => HIDDEN_DIR_INO,
             Key::HiddenStub => HIDDEN_STUB_INO,
+            Key::HiddenStore => HIDDEN_STORE_INO,
+            Key::HiddenSocket => HIDDEN_SOCKET_INO,
             Key::Uptime => UPTIME_INO,
             Key::Stat => STAT_INO,
             Key::NsFile(inum) => *inum as u64,
@@ -166,6 +176,8 @@ impl Inodes {
             ROOT_INO => return Some(Key::Root),
             HIDDEN_DIR_INO => return Some(Key::HiddenDir),
             HIDDEN_STUB_INO => return Some(Key::HiddenStub),
+            HIDDEN_STORE_INO => return Some(Key::HiddenStore),
+            HIDDEN_SOCKET_INO => return Some(Key::HiddenSocket),
             UPTIME_INO => return Some(Key::Uptime),
             STAT_INO => return Some(Key::Stat),
             _ => {}
@@ -366,6 +378,7 @@ impl Overlay {
                 self.attr(ino, FileType::Directory, 0o555, u, g, 2)
             }
             Key::Uptime | Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
+            Key::HiddenStore | Key::HiddenSocket => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
             Key::RootLink(_) | Key::RootRealLink(..) | Key::SelfLink(_) | Key::ThreadSelf(..) => {
                 self.attr(ino, FileType::Symlink, 0o777, u, g, 1)
             }
@@ -466,6 +479,8 @@ impl Overlay {
         match parent {
             Key::Root => self.lookup_root(req, s, name),
             Key::HiddenDir if s == HIDDEN_PROC => Ok((Key::HiddenStub, TTL_STATIC)),
+            Key::HiddenDir if s == HIDDEN_STORE => Ok((Key::HiddenStore, TTL_STATIC)),
+            Key::HiddenDir if s == HIDDEN_SOCKET => Ok((Key::HiddenSocket, TTL_STATIC)),
             Key::Pid(p) => self.lookup_pid(req, *p, s),
             Key::Task(pid, start) => {
                 let tid = parse_num(name).ok_or(Errno::ENOENT)?;
@@ -538,6 +553,9 @@ impl Overlay {
         let base = p.base();
         match s {
             "time" | "time_for_children" => {
+                // An exec or fork that just happened must be reflected (the clock library of a
+                // freshly exec'd program asks this first).
+                self.daemon.sync_events();
                 // G4: reading the link needs ptrace read access; let procfs judge the caller on a
                 // sibling link (the kernel's own time links exist only with CONFIG_TIME_NS).
                 let probe = ["time", "net", "mnt"]
@@ -726,7 +744,11 @@ impl Overlay {
                     ));
                 }
             }
-            Key::HiddenDir => out.push((HIDDEN_STUB_INO, FileType::Directory, HIDDEN_PROC.into())),
+            Key::HiddenDir => {
+                out.push((HIDDEN_STUB_INO, FileType::Directory, HIDDEN_PROC.into()));
+                out.push((HIDDEN_STORE_INO, FileType::RegularFile, HIDDEN_STORE.into()));
+                out.push((HIDDEN_SOCKET_INO, FileType::RegularFile, HIDDEN_SOCKET.into()));
+            }
             Key::Pid(p) => {
                 let names = self
                     .as_caller(req, || pio::list_at(self.procfs(), &p.base()))
@@ -950,6 +972,8 @@ impl Filesystem for Overlay {
             Key::Root
             | Key::HiddenDir
             | Key::HiddenStub
+            | Key::HiddenStore
+            | Key::HiddenSocket
             | Key::StaticDir(_)
             | Key::Uptime
             | Key::Stat => TTL_STATIC,

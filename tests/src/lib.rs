@@ -2,3 +2,4 @@
 
 pub mod harness;
 pub mod offsets;
+pub mod sandbox;

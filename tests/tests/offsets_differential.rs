@@ -6,7 +6,8 @@
 //!
 //! `timens` is taken from `$TIMENS_BIN`, else from the cargo target directory that
 //! holds this test's binaries (`target/<profile>/timens`, built by
-//! `cargo build -p timens-cli`). Skips with a named reason when it is missing, when not
+//! `cargo build -p timens-cli`). The daemon it starts serves a state directory of this
+//! test's own, and is ended when the test ends. Skips with a named reason when it is missing, when not
 //! root, when /dev/fuse is missing, or when the kernel oracle is unavailable.
 
 use serde_json::Value;
@@ -14,53 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use timensfs_tests::harness::{self, comparable};
+use timensfs_tests::sandbox::{self, StateDir};
 use timensfs_tests::offsets::{known_difference, CASES};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offsets-case");
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where the `timens` binary is expected.
-fn timens_candidates() -> Vec<PathBuf> {
-    let mut c = Vec::new();
-    // target/<profile>/offsets-case -> target/<profile>/timens
-    if let Some(dir) = Path::new(BIN).parent() {
-        c.push(dir.join("timens"));
-    }
-    // target/<profile>/deps/offsets_differential-<hash> -> target/<profile>/timens
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            let p = profile_dir.join("timens");
-            if !c.contains(&p) {
-                c.push(p);
-            }
-        }
-    }
-    c
-}
-
+/// `timens`: `$TIMENS_BIN`, else next to `offsets-case`, else in the target directory of this
+/// test executable.
 fn find_timens() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("TIMENS_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "timens-bin-missing: TIMENS_BIN={} is not a file",
-                p.display()
-            ))
-        };
-    }
-    let cands = timens_candidates();
-    cands.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        format!(
-            "timens-not-built: none of {} exists (cargo build -p timens-cli, or set TIMENS_BIN)",
-            cands
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
+    let hint = Path::new(BIN).parent().unwrap_or(Path::new("."));
+    sandbox::find_timens(&[hint])
 }
 
 fn preconditions() -> Result<PathBuf, String> {
@@ -90,6 +55,8 @@ fn emulation_matches_kernel() {
         }
     };
     eprintln!("offsets_differential: using timens at {}", timens.display());
+    // A daemon of its own, ended (and its directory removed) when the test ends.
+    let state = StateDir::new("offsets_differential");
 
     // (case, field, kernel, emulation)
     let mut mismatches: Vec<(String, String, String, String)> = Vec::new();
@@ -97,7 +64,10 @@ fn emulation_matches_kernel() {
     for case in CASES.iter().map(|c| c.name) {
         let kernel = harness::run_case(Command::new(BIN).args(["--kernel", case]), case, TIMEOUT);
         let emul = harness::run_case(
-            Command::new(&timens).args(["run", "--for-children", "--", BIN, case]),
+            Command::new(&timens)
+                .args(["run", "--state-dir"])
+                .arg(state.path())
+                .args(["--for-children", "--", BIN, case]),
             case,
             TIMEOUT,
         );

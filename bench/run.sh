@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Benchmark of timensfs, side by side with native /proc and LXCFS, in one run.
+# Usage: sudo bench/run.sh [--strace]      (see bench/README.md)
+# Knobs (environment): ITERS REPS LXCFS_ITERS PS_RUNS RUN_RUNS NSLEEP.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/target/release
+ITERS=${ITERS:-20000}          # open+read+close per repetition (native and timensfs)
+REPS=${REPS:-5}                # repetitions; the figure is the median of the repetition medians
+LXCFS_ITERS=${LXCFS_ITERS:-2000} # LXCFS is ~20x slower: fewer operations keep the run short
+PS_RUNS=${PS_RUNS:-15}         # timed `ps -ef` runs per figure
+RUN_RUNS=${RUN_RUNS:-20}       # timed `timens run -- true` runs per figure
+NSLEEP=${NSLEEP:-200}          # extra processes for the ps row
+STRACE=0
+for a in "$@"; do
+    case $a in
+        --strace) STRACE=1 ;;
+        -h | --help) sed -n '2,4p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run.sh needs root (timens run creates mount namespaces; lxcfs mounts FUSE)" >&2
+    exit 1
+fi
+NCPU=$(nproc)
+ALLCPUS="0-$((NCPU - 1))"
+
+WORK=$(mktemp -d /tmp/timensfs-bench.XXXXXX)
+SD=$WORK/state           # the daemon's own state dir: never the system's /run/timensfs
+LXCFS_MNT=$WORK/lxcfs
+DAEMON_PID=""
+LXCFS_PID=""
+STRACE_PID=""
+SLEEP_PIDS=()
+NOTES=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# Stops everything this script started, by pid, and removes its mount and temp dir.
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [ -n "$STRACE_PID" ]; then kill -INT "$STRACE_PID" 2>/dev/null; wait "$STRACE_PID" 2>/dev/null; fi
+    if [ "${#SLEEP_PIDS[@]}" -gt 0 ]; then
+        kill "${SLEEP_PIDS[@]}" 2>/dev/null
+        wait "${SLEEP_PIDS[@]}" 2>/dev/null
+    fi
+    if [ -n "$LXCFS_PID" ]; then
+        kill "$LXCFS_PID" 2>/dev/null
+        wait "$LXCFS_PID" 2>/dev/null
+    fi
+    if is_mounted "$LXCFS_MNT"; then
+        if command -v fusermount3 >/dev/null; then fusermount3 -u "$LXCFS_MNT"; else umount "$LXCFS_MNT"; fi
+        is_mounted "$LXCFS_MNT" && umount -l "$LXCFS_MNT"
+    fi
+    if [ -n "$DAEMON_PID" ]; then
+        local pid=$DAEMON_PID
+        # The pid file names the daemon; only trust it if it is the one we started.
+        if [ -r "$SD/timensfs.pid" ] && [ "$(cat "$SD/timensfs.pid")" = "$DAEMON_PID" ]; then
+            pid=$(cat "$SD/timensfs.pid")
+        fi
+        kill "$pid" 2>/dev/null
+        wait "$DAEMON_PID" 2>/dev/null
+    fi
+    if [ "$rc" != 0 ] && [ -r "$SD/timensfs.log" ]; then
+        log "--- daemon log (last lines) ---"
+        tail -n 20 "$SD/timensfs.log" >&2
+    fi
+    is_mounted "$LXCFS_MNT" || rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- build
+log "building release binaries..."
+(cd "$ROOT" && cargo build --release --quiet -p timens-cli -p timensfs -p timensfs-tests)
+for b in timens timensfs proc-bench; do
+    [ -x "$BIN/$b" ] || { log "missing $BIN/$b"; exit 1; }
+done
+
+# ---------------------------------------------------------------- daemons
+mkdir -p "$SD"
+"$BIN/timensfs" --state-dir "$SD" >"$SD/timensfs.log" 2>&1 &
+DAEMON_PID=$!
+for _ in $(seq 200); do
+    [ -s "$SD/timensfs.pid" ] && break
+    sleep 0.05
+done
+if [ "$(cat "$SD/timensfs.pid" 2>/dev/null)" != "$DAEMON_PID" ]; then
+    log "timensfs did not come up (pid file: $(cat "$SD/timensfs.pid" 2>/dev/null || echo none))"
+    exit 1
+fi
+# The sandbox can be made: fail early rather than in the middle of the table.
+"$BIN/timens" run --state-dir "$SD" -- true
+
+HAVE_LXCFS=0
+if ! command -v lxcfs >/dev/null; then
+    log "installing lxcfs..."
+    apt-get install -y -qq lxcfs >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq lxcfs >/dev/null 2>&1; } || true
+fi
+if command -v lxcfs >/dev/null; then
+    mkdir -p "$LXCFS_MNT"
+    lxcfs -f -p "$WORK/lxcfs.pid" "$LXCFS_MNT" >"$WORK/lxcfs.log" 2>&1 &
+    LXCFS_PID=$!
+    for _ in $(seq 100); do
+        [ -r "$LXCFS_MNT/proc/uptime" ] && break
+        sleep 0.05
+    done
+    if [ -r "$LXCFS_MNT/proc/uptime" ]; then
+        HAVE_LXCFS=1
+    else
+        NOTES+=("LXCFS column skipped: lxcfs did not serve $LXCFS_MNT/proc/uptime (see its log)")
+    fi
+else
+    NOTES+=("LXCFS column skipped: lxcfs is not installed and could not be installed")
+fi
+
+# ---------------------------------------------------------------- helpers
+PIN=()                    # prefix for the reader: () unpinned, (taskset -c 0) pinned
+RAW=()                    # the raw proc-bench lines, printed after the table
+
+set_mode() { # pinned|unpinned: the reader prefix and the daemons' affinity (all threads)
+    local cpus
+    if [ "$1" = pinned ]; then PIN=(taskset -c 0); cpus=0; else PIN=(); cpus=$ALLCPUS; fi
+    taskset -a -p -c "$cpus" "$DAEMON_PID" >/dev/null
+    [ -n "$LXCFS_PID" ] && taskset -a -p -c "$cpus" "$LXCFS_PID" >/dev/null
+    return 0
+}
+
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+# bench_* LABEL PATH ITERS: median ns in $R (no subshell, so RAW keeps the line)
+bench_native() {
+    local out
+    out=$("${PIN[@]}" "$BIN/proc-bench" --reps "$REPS" "$2" "$3")
+    RAW+=("$MODE $1 native: $out")
+    R=$(field median_ns "$out")
+}
+bench_sandbox() {
+    local out
+    out=$("${PIN[@]}" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --reps "$REPS" "$2" "$3")
+    RAW+=("$MODE $1 timensfs: $out")
+    R=$(field median_ns "$out")
+}
+bench_lxcfs() {
+    local out
+    out=$("${PIN[@]}" "$BIN/proc-bench" --reps "$REPS" "$LXCFS_MNT/$2" "$3")
+    RAW+=("$MODE $1 lxcfs: $out")
+    R=$(field median_ns "$out")
+}
+cmd_native() { # LABEL RUNS CMD...: median ms in $R
+    local label=$1 runs=$2 out
+    shift 2
+    out=$("${PIN[@]}" "$BIN/proc-bench" --cmd "$runs" -- "$@")
+    RAW+=("$MODE $label native: $out")
+    R=$(field median_ms "$out")
+}
+cmd_sandbox() {
+    local label=$1 runs=$2 out
+    shift 2
+    out=$("${PIN[@]}" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --cmd "$runs" -- "$@")
+    RAW+=("$MODE $label timensfs: $out")
+    R=$(field median_ms "$out")
+}
+
+ROWS=()   # "mode|what|unit|native|timensfs|lxcfs|ratio-text|ratio|op|target"
+# row MODE WHAT UNIT NATIVE TFS LXCFS RATIO_LABEL NUM DEN TARGET
+row() {
+    local ratio
+    ratio=$(awk -v a="$8" -v b="$9" 'BEGIN { printf "%.2f", a / b }')
+    ROWS+=("$1|$2|$3|$4|$5|$6|$7|$ratio|${10}")
+}
+
+# ---------------------------------------------------------------- the runs
+# Extra processes for the ps row: started once, killed by pid in cleanup.
+for _ in $(seq "$NSLEEP"); do
+    sleep 600 </dev/null >/dev/null 2>&1 &
+    SLEEP_PIDS+=($!)
+done
+PS_HOST=$(ps -e --no-headers | wc -l)
+PS_SANDBOX=$("$BIN/timens" run --state-dir "$SD" -- ps -e --no-headers | wc -l)
+NOTES+=("ps -ef sees $PS_HOST processes on the host and $PS_SANDBOX in the sandbox ($NSLEEP of them are the extra sleeps)")
+
+for MODE in pinned unpinned; do
+    set_mode "$MODE"
+    log "[$MODE] /proc/meminfo"
+    bench_native meminfo /proc/meminfo "$ITERS"; n=$R
+    bench_sandbox meminfo /proc/meminfo "$ITERS"; t=$R
+    l=-
+    if [ "$HAVE_LXCFS" = 1 ]; then bench_lxcfs meminfo proc/meminfo "$LXCFS_ITERS"; l=$R; fi
+    row "$MODE" "1 /proc/meminfo" ns/op "$n" "$t" "$l" "tfs/native" "$t" "$n" "<= 1.20"
+
+    log "[$MODE] /proc/self/status"
+    bench_native status /proc/self/status "$ITERS"; n=$R
+    bench_sandbox status /proc/self/status "$ITERS"; t=$R
+    row "$MODE" "2 /proc/self/status" ns/op "$n" "$t" - "tfs/native" "$t" "$n" "<= 2.00"
+
+    log "[$MODE] /proc/uptime"
+    bench_native uptime /proc/uptime "$ITERS"; n=$R
+    bench_sandbox uptime /proc/uptime "$ITERS"; t=$R
+    l=-
+    if [ "$HAVE_LXCFS" = 1 ]; then bench_lxcfs uptime proc/uptime "$LXCFS_ITERS"; l=$R; fi
+    row "$MODE" "3 /proc/uptime" ns/op "$n" "$t" "$l" "tfs/native" "$t" "$n" "<= 5.00"
+    if [ "$HAVE_LXCFS" = 1 ]; then
+        row "$MODE" "3 /proc/uptime" ns/op "$n" "$t" "$l" "tfs/lxcfs" "$t" "$l" "<= 0.25"
+    fi
+
+    log "[$MODE] ps -ef"
+    cmd_native ps-ef "$PS_RUNS" ps -ef; n=$R
+    cmd_sandbox ps-ef "$PS_RUNS" ps -ef; t=$R
+    row "$MODE" "4 ps -ef (+$NSLEEP procs)" ms "$n" "$t" - "tfs/native" "$t" "$n" "<= 1.50"
+
+    log "[$MODE] timens run -- true"
+    cmd_native timens-run "$RUN_RUNS" "$BIN/timens" run --state-dir "$SD" -- true; t=$R
+    row "$MODE" "5 timens run -- true" ms - "$t" - "ms" "$t" 1 "<= 20"
+done
+
+# ---------------------------------------------------------------- report
+verdict() { # RATIO TARGET -> PASS|MISS (+ by how much)
+    awk -v r="$1" -v t="${2#<= }" 'BEGIN {
+        if (r <= t) print "PASS"; else printf "MISS (%.0f%% over)\n", (r / t - 1) * 100 }'
+}
+echo
+echo "timensfs benchmark  $(date -u +%FT%TZ)  $(uname -r)  $NCPU CPUs  $(lxcfs --version 2>/dev/null | sed 's/^/lxcfs /' || true)"
+echo "medians; native = host /proc, timensfs = inside 'timens run', LXCFS = lxcfs -f on a temp mount"
+echo "pinned: reader, timensfs (all threads) and lxcfs (all threads) on CPU 0; unpinned: all on CPUs $ALLCPUS"
+echo
+fmt='%-9s %-22s %-6s %10s %10s %10s  %-10s %7s  %-8s %s\n'
+printf "$fmt" mode what unit native timensfs LXCFS ratio value target verdict
+printf "$fmt" --------- ---------------------- ------ ---------- ---------- ---------- ---------- ------- -------- -------
+for r in "${ROWS[@]}"; do
+    IFS='|' read -r mode what unit n t l rl ratio target <<<"$r"
+    if [ "$rl" = ms ]; then ratio=$t; fi
+    printf "$fmt" "$mode" "$what" "$unit" "$n" "$t" "$l" "$rl" "$ratio" "$target" "$(verdict "$ratio" "$target")"
+done
+echo
+for n in "${NOTES[@]}"; do echo "note: $n"; done
+echo
+echo "raw proc-bench lines (rep_medians: one median per repetition, ns):"
+for r in "${RAW[@]}"; do echo "  $r"; done
+
+# ---------------------------------------------------------------- optional: syscalls per op
+if [ "$STRACE" = 1 ]; then
+    if ! command -v strace >/dev/null; then
+        echo "strace not installed: --strace skipped"
+        exit 0
+    fi
+    set_mode unpinned
+    SOPS=2000
+    echo
+    echo "daemon syscalls per operation (strace -c -f on timensfs, $SOPS ops + one sandbox setup; timings under strace are meaningless):"
+    for p in /proc/meminfo /proc/self/status /proc/uptime; do
+        strace -c -f -p "$DAEMON_PID" -o "$WORK/strace.txt" 2>/dev/null &
+        STRACE_PID=$!
+        sleep 0.5
+        "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --reps 1 --warmup 0 "$p" "$SOPS" >/dev/null
+        sleep 0.3
+        kill -INT "$STRACE_PID"
+        wait "$STRACE_PID" || true
+        STRACE_PID=""
+        echo "  $p:"
+        awk -v ops="$SOPS" '$1 ~ /^[0-9.]+$/ && NF >= 5 {
+            calls = $4; name = $NF; if (calls / ops >= 0.05) printf "    %-16s %8d calls  %6.2f/op\n", name, calls, calls / ops }' \
+            "$WORK/strace.txt"
+    done
+fi
