@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use timens::store::SlotMeta;
 use timens_proto::{NsStatus, Offset, Request, Response};
 
+use crate::nsops::Pending;
 use crate::overlay::Overlay;
 use crate::pio;
 use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
@@ -65,6 +66,7 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
     tracing::info!(socket = %sock_path.display(), pid = std::process::id(), "timensfs ready");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let pending: Arc<Pending> = Arc::new(Pending::default());
     {
         let (sock_path, pidfile) = (sock_path.clone(), pidfile.clone());
         std::thread::Builder::new()
@@ -85,6 +87,7 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
     {
         let daemon = daemon.clone();
         let (sock_path, pidfile, stop) = (sock_path.clone(), pidfile.clone(), stop.clone());
+        let pending = pending.clone();
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn(move || {
@@ -92,6 +95,7 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     reap_dead_namespaces(&daemon);
+                crate::nsops::collect_garbage(&daemon, &pending);
                     if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
                         idle_since = Instant::now();
                     } else if idle_exit > 0
@@ -112,10 +116,11 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
         }
         let Ok(conn) = conn else { continue };
         let daemon = daemon.clone();
+        let pending = pending.clone();
         let _ = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                if let Err(e) = handle(&daemon, &conn) {
+                if let Err(e) = handle(&daemon, &pending, &conn) {
                     tracing::debug!(error = %e, "control connection failed");
                 }
             });
@@ -123,7 +128,7 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
     Ok(())
 }
 
-fn handle(daemon: &Arc<Daemon>, conn: &UnixStream) -> io::Result<()> {
+fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Result<()> {
     let (peer_pid, peer_uid) = peer_pid_uid(conn)?;
     let (req, fds) = timens_proto::read_request(conn)?;
     let resp = match req {
@@ -154,6 +159,7 @@ fn handle(daemon: &Arc<Daemon>, conn: &UnixStream) -> io::Result<()> {
                 Err(r) => r,
             }
         }
+        other => crate::nsops::handle(daemon, pending, peer_pid, other),
     };
     timens_proto::write_response(conn, &resp)
 }
@@ -330,6 +336,12 @@ pub fn reap_dead_namespaces(daemon: &Daemon) {
     for snap in daemon.store.live() {
         if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
             continue;
+        }
+        if snap.meta.label.starts_with("unshare:") || snap.meta.label.starts_with("clone3:") {
+            // Kept while referenced (nsops::collect_garbage).
+            if daemon.tasks.iter().any(|r| r.ns.time == NsRef::Slot(snap.slot) || r.ns.tfc == NsRef::Slot(snap.slot)) {
+                continue;
+            }
         }
         let alive = matches!(
             pio::stat_start_and_state(daemon.host_proc(), &snap.meta.anchor_pid.to_string()),

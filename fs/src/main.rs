@@ -5,6 +5,7 @@
 //! kernel's process-events connector.
 
 mod control;
+mod nsops;
 mod overlay;
 mod pio;
 mod state;

@@ -47,6 +47,18 @@ pub enum Request {
     },
     /// Every namespace the daemon knows.
     Status,
+    /// The clock library's `unshare(CLONE_NEWTIME)`: a new pending namespace, with offsets copied
+    /// from the caller's time_for_children (A4), becomes the caller's time_for_children (A1).
+    Unshare,
+    /// The clock library's `setns()` on a time namespace file whose `st_ino` is `inum` (B5).
+    Setns { inum: u32 },
+    /// `clone3(CLONE_NEWTIME)` without CLONE_VM, step 1: a new namespace copied from the caller's
+    /// time_for_children, entered (so frozen) at once by the child to come (A11).
+    NewChildNs,
+    /// Step 2, from the parent after clone3 returned: `pid` (the caller's child) is in `inum`.
+    PlaceChild { pid: u32, inum: u32 },
+    /// The caller's namespaces as the daemon knows them.
+    WhoAmI,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,11 +78,25 @@ pub struct NsStatus {
     pub served: bool,
 }
 
+/// Where a namespace's offsets live in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsSlot {
+    pub inum: u32,
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// `index` of the initial namespace, which has no slot (its offsets are zero).
+pub const INIT_SLOT_INDEX: u32 = u32::MAX;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
     Pong { pid: u32, version: String },
     Created { inum: u32 },
+    /// A task's namespaces: `time:[time]` and `time:[tfc]`, with the store slots (index and
+    /// generation; `u32::MAX` for the initial namespace) the clock library reads offsets from.
+    Ns { time: NsSlot, tfc: NsSlot },
     Status { namespaces: Vec<NsStatus> },
     Error { errno: i32, message: String },
 }

@@ -759,6 +759,14 @@ impl StoreReader {
     pub fn slot_count(&self) -> u32 {
         self.slot_count
     }
+
+    /// The live slot of the namespace whose inode number is `inum` (`time:[inum]`), if any.
+    /// Lock-free; used by the clock library after reading `/proc/self/ns/time`.
+    pub fn slot_for_inum(&self, inum: u32) -> Option<SlotRef> {
+        let index = inum.checked_sub(crate::INUM_BASE)?;
+        let raw = slot_at(&self.map, self.slot_count, index)?.load_consistent();
+        (raw.flags & FLAG_IN_USE != 0 && raw.inum == inum).then_some(SlotRef { index, generation: raw.generation })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,395 @@
+//! What a sandbox's /proc shows: boottime-derived values (spec J1, J3, J4), the `ns/time` links
+//! (G1–G3), a `--for-children` namespace written from a shell (C1, C3, E7), everyday tools, and
+//! an unprivileged user getting exactly the kernel's answers (F1, G4, DESIGN "The overlay").
+//!
+//! Each test has a state directory (and so a daemon) of its own; see `timensfs_tests::sandbox`.
+//! Skips with a named reason unless root, /dev/fuse, the built binaries and the tools used are
+//! available.
+
+use std::process::Command;
+use timensfs_tests::sandbox::{
+    self, host_bash_ok, offsets_text, parse_btime, parse_ns_link, parse_uptime, stat_field, Env,
+    Needs, INIT_TIME_INUM,
+};
+
+const BASH: Needs = Needs {
+    kernel_oracle: false,
+    tools: &["bash", "cat", "grep", "readlink", "stat"],
+};
+
+/// Splits the output of a script that prints `@@name` before each section.
+fn sections(out: &str) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            cur = Some(name.to_string());
+            map.insert(name.to_string(), String::new());
+        } else if let Some(c) = &cur {
+            let s = map.get_mut(c).expect("section exists");
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    map
+}
+
+fn section<'a>(map: &'a std::collections::BTreeMap<String, String>, name: &str) -> &'a str {
+    map.get(name)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no section {name} in {map:?}"))
+}
+
+/// J1, J3, J4 inside `--boottime 86400`: uptime shifted, idle not, btime earlier by exactly the
+/// offset, and the starttime of a process outside the sandbox (pid 1) later by exactly the
+/// offset in clock ticks (USER_HZ 100).
+#[test]
+fn boottime_offset_shows_in_uptime_btime_and_starttime() {
+    let Some(env) = Env::new("boottime_offset_shows_in_proc", BASH) else {
+        return;
+    };
+    const SCRIPT: &str =
+        "echo @@uptime; cat /proc/uptime; echo @@stat; cat /proc/stat; echo @@pid1; cat /proc/1/stat";
+    let read_host = || {
+        (
+            std::fs::read_to_string("/proc/uptime").expect("host /proc/uptime"),
+            std::fs::read_to_string("/proc/stat").expect("host /proc/stat"),
+            std::fs::read_to_string("/proc/1/stat").expect("host /proc/1/stat"),
+        )
+    };
+    for mode in [&[][..], &["--pid"][..]] {
+        let mut opts = vec!["--boottime", "86400"];
+        opts.extend_from_slice(mode);
+        let before = read_host();
+        let out = env.bash_ok(&opts, SCRIPT);
+        let after = read_host();
+        let s = sections(&out);
+
+        let (up, idle) = parse_uptime(section(&s, "uptime"));
+        let (hup0, hidle0) = parse_uptime(&before.0);
+        let (hup1, hidle1) = parse_uptime(&after.0);
+        assert!(
+            up - 86400.0 >= hup0 - 1.0 && up - 86400.0 <= hup1 + 1.0,
+            "{mode:?}: uptime {up} inside, host {hup0}..{hup1} + 86400 (±1 s)"
+        );
+        assert!(
+            idle >= hidle0 - 1.0 && idle <= hidle1 + 1.0,
+            "{mode:?}: idle {idle} inside, host {hidle0}..{hidle1} (±1 s): J1 leaves it unshifted"
+        );
+
+        let btime = parse_btime(section(&s, "stat"));
+        let (hb0, hb1) = (parse_btime(&before.1), parse_btime(&after.1));
+        assert!(
+            btime == hb0 - 86400 || btime == hb1 - 86400,
+            "{mode:?}: btime {btime} inside, host {hb0} (then {hb1}) - 86400 exactly (J3)"
+        );
+
+        if mode.is_empty() {
+            // Same pid namespace: /proc/1 is the host's pid 1.
+            let start: u64 = stat_field(section(&s, "pid1"), 22).parse().expect("starttime");
+            let host: u64 = stat_field(&before.2, 22).parse().expect("host starttime");
+            assert_eq!(start, host + 8_640_000, "{mode:?}: /proc/1/stat field 22 (J4)");
+        }
+    }
+}
+
+/// J4 for a process inside a `--pid` sandbox: its starttime read inside is its host starttime
+/// plus the offset (the reader's offset applies).
+#[test]
+fn starttime_of_a_sandboxed_process_is_shifted_for_readers_inside() {
+    let Some(env) = Env::new("starttime_of_a_sandboxed_process", BASH) else {
+        return;
+    };
+    let mut bg = env.spawn(
+        &["--pid", "--boottime", "86400"],
+        &["bash", "-c", "read -r _; cat /proc/1/stat"],
+    );
+    let init = sandbox::pid_sandbox_init(bg.pid());
+    let host = std::fs::read_to_string(format!("/proc/{init}/stat")).expect("host view");
+    let f = bg.finish();
+    assert!(f.status.success(), "{} {}", f.status, f.stderr);
+    let inside: u64 = stat_field(&f.stdout, 22).parse().expect("starttime");
+    let host: u64 = stat_field(&host, 22).parse().expect("starttime");
+    assert_eq!(inside, host + 8_640_000, "sandbox init's field 22 inside vs host");
+}
+
+/// G1–G3: `ns/time` and `ns/time_for_children` read `time:[N]` with the same N, not the initial
+/// namespace's; `stat -L` gives inode N; two sandboxes alive at once have different N; status
+/// lists both.
+#[test]
+fn ns_time_links_name_a_namespace_of_their_own() {
+    let Some(env) = Env::new("ns_time_links", BASH) else {
+        return;
+    };
+    const SCRIPT: &str = "readlink /proc/self/ns/time; readlink /proc/self/ns/time_for_children; \
+                          stat -L -c %i /proc/self/ns/time; read -r _ || true";
+    let mut first = env.spawn(&["--boottime", "5"], &["bash", "-c", SCRIPT]);
+    let mut second = env.spawn(&["--pid", "--boottime", "6"], &["bash", "-c", SCRIPT]);
+    let mut inums = Vec::new();
+    for (name, bg) in [("first", &mut first), ("second (--pid)", &mut second)] {
+        let time = bg.line();
+        let tfc = bg.line();
+        let ino: u64 = bg.line().trim().parse().expect("stat -L -c %i");
+        let n = parse_ns_link(&time);
+        assert_ne!(n, INIT_TIME_INUM, "{name}: ns/time must not be the initial namespace");
+        assert_eq!(tfc, time, "{name}: time_for_children (G1)");
+        assert_eq!(ino, n, "{name}: stat -L inode of ns/time (G3)");
+        inums.push(n);
+    }
+    // Both are alive (blocked on stdin) while these are compared.
+    assert_ne!(inums[0], inums[1], "two live sandboxes share a namespace inum (G2)");
+    let status = env.status();
+    for (n, boot) in [(inums[0], 5), (inums[1], 6)] {
+        let e = sandbox::status_entry(&status, n)
+            .unwrap_or_else(|| panic!("status does not list {n}: {status:?}"));
+        assert_eq!(e["boottime"]["sec"], boot, "status entry of {n}");
+    }
+    for bg in [&mut first, &mut second] {
+        let f = bg.finish();
+        assert!(f.status.success(), "{} {}", f.status, f.stderr);
+    }
+}
+
+/// `--for-children` gives the shell a writable pending namespace (C3: separate writes each set
+/// their clock), which its first child enters (B1); then it is frozen (C1: EACCES, "Permission
+/// denied") and the refused write changes nothing (E7).
+#[test]
+fn for_children_namespace_is_writable_until_a_child_enters() {
+    let Some(env) = Env::new("for_children_writable_until_entered", BASH) else {
+        return;
+    };
+    let host_before = parse_uptime(&std::fs::read_to_string("/proc/uptime").unwrap()).0;
+    let f = env.run(
+        &["--for-children"],
+        &[
+            "bash",
+            "-c",
+            "echo \"monotonic 172800 0\" > /proc/$$/timens_offsets; \
+             echo \"boottime 604800 0\" > /proc/$$/timens_offsets; \
+             cat /proc/uptime; \
+             echo \"boottime 1 0\" > /proc/$$/timens_offsets; \
+             echo \"rc=$?\"; cat /proc/$$/timens_offsets",
+        ],
+    );
+    let host_after = parse_uptime(&std::fs::read_to_string("/proc/uptime").unwrap()).0;
+    assert!(f.status.success(), "{} {}", f.status, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "stdout: {:?}", f.stdout);
+    let up = parse_uptime(lines[0]).0 - 604800.0;
+    assert!(
+        up >= host_before - 1.0 && up <= host_after + 1.0,
+        "uptime {} inside: host {host_before}..{host_after} + 604800",
+        lines[0]
+    );
+    assert_eq!(lines[1], "rc=1", "the write after a child entered must fail");
+    assert_eq!(
+        f.stderr.trim_end(),
+        "bash: line 1: echo: write error: Permission denied",
+        "EACCES once frozen (C1)"
+    );
+    assert_eq!(
+        lines[2..].join("\n") + "\n",
+        offsets_text((172800, 0), (604800, 0)),
+        "offsets after the refused write (E7)"
+    );
+}
+
+/// Everyday /proc users behave inside a sandbox (plain and `--pid`, under a boottime offset) as
+/// on the host: deterministic output compared with the host's, the rest checked for structure.
+#[test]
+fn everyday_tools_work_inside() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &[
+            "bash", "ps", "top", "free", "uptime", "pgrep", "sysctl", "nsenter", "readlink", "ls",
+            "cat", "sleep", "awk", "realpath",
+        ],
+    };
+    let Some(env) = Env::new("everyday_tools_work_inside", needs) else {
+        return;
+    };
+    // Deterministic: the same bytes inside and on the host.
+    let same = [
+        "sysctl kernel.ostype",
+        "readlink /proc/self/exe",
+        "cat <(echo hi)",
+        "echo x | cat /dev/stdin",
+        "exec 7</etc/hostname; readlink /proc/self/fd/7",
+        "nsenter --net=/proc/self/ns/net true && echo nsenter-ok",
+        "realpath /proc/sys/kernel",
+        "free -b | awk '/^Mem:/ {print $2}'",
+        "ls /proc/self/ns | grep -c .",
+    ];
+    let host: Vec<String> = same.iter().map(|s| host_bash_ok(s)).collect();
+    let host_up = parse_uptime(&std::fs::read_to_string("/proc/uptime").unwrap()).0;
+    let days = ((host_up + 86400.0) / 86400.0).floor() as u64;
+    for mode in [&[][..], &["--pid"][..]] {
+        let mut opts = vec!["--boottime", "86400"];
+        opts.extend_from_slice(mode);
+        for (script, want) in same.iter().zip(&host) {
+            let got = env.bash_ok(&opts, script);
+            assert_eq!(&got, want, "{mode:?}: {script}: inside vs host");
+        }
+
+        let ps = env.bash_ok(&opts, "ps -ef");
+        let mut rows = ps.lines();
+        let header: Vec<&str> = rows.next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+            "{mode:?}: ps -ef header: {ps}"
+        );
+        assert!(ps.lines().any(|l| l.ends_with(" ps -ef")), "{mode:?}: ps -ef lists itself: {ps}");
+        if !mode.is_empty() {
+            assert!(
+                ps.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("1")),
+                "{mode:?}: ps -ef shows pid 1: {ps}"
+            );
+        }
+
+        let top = env.bash_ok(&opts, "top -bn1");
+        let first = top.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("top - ") && first.contains(&format!("up {days} day")),
+            "{mode:?}: top -bn1 first line: {first:?} (expected up {days} day...)"
+        );
+        assert!(top.lines().any(|l| l.starts_with("Tasks:")), "{mode:?}: top: {top}");
+
+        let up = env.bash_ok(&opts, "uptime");
+        assert!(
+            up.contains(&format!("up {days} day")) && up.contains("load average:"),
+            "{mode:?}: uptime: {up:?} (expected up {days} day...)"
+        );
+
+        let pg = env.bash_ok(
+            &opts,
+            "sleep 1000 & s=$!; pgrep -x sleep | grep -qx \"$s\" && echo pgrep-ok; kill \"$s\"",
+        );
+        assert_eq!(pg, "pgrep-ok\n", "{mode:?}: pgrep finds a sleep started inside");
+
+        let fds = env.bash_ok(&opts, "exec 7</etc/hostname; ls -l /proc/self/fd");
+        let targets: Vec<(String, String)> = fds
+            .lines()
+            .filter_map(|l| l.split_once(" -> "))
+            .map(|(a, b)| {
+                (
+                    a.split_whitespace().last().unwrap_or("").to_string(),
+                    b.to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            targets.iter().any(|(fd, t)| fd == "7" && t == "/etc/hostname"),
+            "{mode:?}: ls -l /proc/self/fd: {fds}"
+        );
+        for fd in ["0", "1", "2"] {
+            assert!(targets.iter().any(|(f, _)| f == fd), "{mode:?}: fd {fd} in {fds}");
+        }
+        assert!(
+            !fds.contains(".timens"),
+            "{mode:?}: the hidden procfs leaks into fd link texts: {fds}"
+        );
+
+        let mi = env.bash_ok(&opts, "cat /proc/self/mountinfo");
+        let proc_line = mi
+            .lines()
+            .rev()
+            .find(|l| l.split_whitespace().nth(4) == Some("/proc"))
+            .unwrap_or_else(|| panic!("{mode:?}: no /proc in mountinfo: {mi}"));
+        assert!(
+            proc_line.contains(" - fuse"),
+            "{mode:?}: the top mount on /proc is the overlay: {proc_line}"
+        );
+        assert!(
+            mi.lines().any(|l| l.split_whitespace().nth(4) == Some("/")),
+            "{mode:?}: mountinfo lists /: {mi}"
+        );
+    }
+}
+
+/// `ps -o etimes=` of a sandboxed process agrees inside (where both uptime and the starttime are
+/// shifted) and outside, ±1 s.
+#[test]
+fn elapsed_time_agrees_inside_and_outside() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["bash", "ps"],
+    };
+    let Some(env) = Env::new("elapsed_time_agrees", needs) else {
+        return;
+    };
+    for mode in [&[][..], &["--pid"][..]] {
+        let mut opts = vec!["--boottime", "86400", "--monotonic", "-5"];
+        opts.extend_from_slice(mode);
+        let mut bg = env.spawn(
+            &opts,
+            &["bash", "-c", "echo $$; read -r _; ps -o etimes= -p $$"],
+        );
+        let _inside_pid = bg.line();
+        let host_pid = if mode.is_empty() {
+            bg.pid()
+        } else {
+            sandbox::pid_sandbox_init(bg.pid())
+        };
+        let f = sandbox::run(Command::new("ps").args(["-o", "etimes=", "-p", &host_pid.to_string()]));
+        assert!(f.status.success(), "host ps: {}", f.stderr);
+        let outside: i64 = f.stdout.trim().parse().expect("host etimes");
+        let f = bg.finish();
+        assert!(f.status.success(), "{mode:?}: {} {}", f.status, f.stderr);
+        let inside: i64 = f.stdout.trim().parse().unwrap_or_else(|_| panic!("{mode:?}: etimes {:?}", f.stdout));
+        assert!(
+            (inside - outside).abs() <= 1,
+            "{mode:?}: etimes inside {inside}, outside {outside}"
+        );
+    }
+}
+
+/// An unprivileged user inside a sandbox gets exactly what the kernel gives it on the host:
+/// same exit status, stdout and error text, for root's process 1 (a root-owned shell in a
+/// `--pid` sandbox, the host's pid 1 otherwise) and for offsets writes (F1, F2, G4).
+#[test]
+fn unprivileged_user_gets_the_kernels_answers() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["bash", "setpriv", "cat", "readlink", "ls"],
+    };
+    let Some(env) = Env::new("unprivileged_user_gets_kernel_answers", needs) else {
+        return;
+    };
+    const NOBODY: [&str; 4] = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let probes: &[&[&str]] = &[
+        &["cat", "/proc/1/environ"],
+        &["cat", "/proc/1/maps"],
+        &["readlink", "/proc/1/exe"],
+        &["readlink", "-v", "/proc/1/exe"],
+        &["readlink", "-v", "/proc/1/ns/time"],
+        &["ls", "/proc/1/fd"],
+        &["cat", "/proc/1/timens_offsets"],
+        &["cat", "/proc/self/timens_offsets"],
+        &["bash", "-c", "echo 'monotonic 1 0' > /proc/self/timens_offsets"],
+        &["bash", "-c", "echo 'monotonic 1 0' > /proc/1/timens_offsets"],
+    ];
+    for probe in probes {
+        let mut host_cmd = Command::new(NOBODY[0]);
+        host_cmd.args(&NOBODY[1..]).arg("--").args(*probe);
+        let host = sandbox::run(&mut host_cmd);
+        for mode in [&[][..], &["--pid"][..]] {
+            // The probe runs as a child of a root shell, so with --pid pid 1 is root's.
+            let mut cmd: Vec<&str> = vec!["bash", "-c", "\"$@\"; exit $?", "bash"];
+            cmd.extend(NOBODY);
+            cmd.push("--");
+            cmd.extend(probe.iter());
+            let got = env.run(mode, &cmd);
+            assert_eq!(
+                (got.status.code(), &got.stdout, &got.stderr),
+                (host.status.code(), &host.stdout, &host.stderr),
+                "{mode:?}: {probe:?} as uid 65534: (exit, stdout, stderr) inside vs host"
+            );
+        }
+    }
+}
