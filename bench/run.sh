@@ -107,7 +107,9 @@ if ! command -v lxcfs >/dev/null; then
     apt-get install -y -qq lxcfs >/dev/null 2>&1 ||
         { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq lxcfs >/dev/null 2>&1; } || true
 fi
+LXCFS_VERSION=""
 if command -v lxcfs >/dev/null; then
+    LXCFS_VERSION=$(lxcfs --version 2>&1 | tr -d '"' | head -n 1)
     mkdir -p "$LXCFS_MNT"
     lxcfs -f -p "$WORK/lxcfs.pid" "$LXCFS_MNT" >"$WORK/lxcfs.log" 2>&1 &
     LXCFS_PID=$!
@@ -161,7 +163,7 @@ cmd_native() { # LABEL RUNS CMD...: median ms in $R
     local label=$1 runs=$2 out
     shift 2
     out=$("${PIN[@]}" "$BIN/proc-bench" --cmd "$runs" -- "$@")
-    RAW+=("$MODE $label native: $out")
+    RAW+=("$MODE $label host: $out")
     R=$(field median_ms "$out")
 }
 cmd_sandbox() {
@@ -230,7 +232,7 @@ verdict() { # RATIO TARGET -> PASS|MISS (+ by how much)
         if (r <= t) print "PASS"; else printf "MISS (%.0f%% over)\n", (r / t - 1) * 100 }'
 }
 echo
-echo "timensfs benchmark  $(date -u +%FT%TZ)  $(uname -r)  $NCPU CPUs  $(lxcfs --version 2>/dev/null | sed 's/^/lxcfs /' || true)"
+echo "timensfs benchmark  $(date -u +%FT%TZ)  $(uname -r)  $NCPU CPUs  ${LXCFS_VERSION:+lxcfs $LXCFS_VERSION}"
 echo "medians; native = host /proc, timensfs = inside 'timens run', LXCFS = lxcfs -f on a temp mount"
 echo "pinned: reader, timensfs (all threads) and lxcfs (all threads) on CPU 0; unpinned: all on CPUs $ALLCPUS"
 echo
@@ -248,7 +250,49 @@ echo
 echo "raw proc-bench lines (rep_medians: one median per repetition, ns):"
 for r in "${RAW[@]}"; do echo "  $r"; done
 
-# ---------------------------------------------------------------- optional: syscalls per op
+# ---------------------------------------------------------------- optional: what the daemon does per op
+# strace on every daemon thread; the /dev/fuse reads (buffer > 1 MB) are decoded into FUSE
+# opcodes (byte 4 of fuse_in_header), every other syscall is counted by name.
+summarize_trace() { # FILE UNITS UNIT-NAME
+    awk -v units="$2" -v uname="$3" '
+        BEGIN {
+            split("LOOKUP FORGET GETATTR SETATTR READLINK SYMLINK - MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN READ WRITE STATFS RELEASE - FSYNC SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH INIT OPENDIR READDIR RELEASEDIR FSYNCDIR GETLK SETLK SETLKW ACCESS CREATE INTERRUPT BMAP DESTROY IOCTL POLL NOTIFY_REPLY BATCH_FORGET FALLOCATE READDIRPLUS", op, " ")
+            hex = "0123456789abcdef"
+        }
+        {
+            if ($0 !~ /resumed>/ && match($0, /^[0-9]+ +[a-z0-9_]+\(/)) {
+                name = substr($0, RSTART, RLENGTH - 1); sub(/^[0-9]+ +/, "", name); calls[name]++
+            }
+            if (match($0, /"(\\x[0-9a-f][0-9a-f])+"\.\.\., [0-9][0-9][0-9][0-9][0-9][0-9][0-9]+\) = [0-9]+/)) {
+                b = substr($0, RSTART + 1 + 4 * 4 + 2, 2)
+                code = (index(hex, substr(b, 1, 1)) - 1) * 16 + index(hex, substr(b, 2, 1)) - 1
+                fuse[(code in op) ? op[code] : code]++
+                rt++
+            }
+        }
+        END {
+            printf "    FUSE requests per %s: %.2f  (", uname, rt / units
+            sep = ""
+            for (k in fuse) if (fuse[k] / units >= 0.05) { printf "%s%s %.2f", sep, k, fuse[k] / units; sep = ", " }
+            print ")"
+            printf "    daemon syscalls per %s:", uname
+            for (k in calls) if (calls[k] / units >= 0.05) printf " %s %.2f", k, calls[k] / units
+            print ""
+        }' "$1"
+}
+trace_daemon() { # UNITS UNIT-NAME CMD...: runs CMD with strace on the daemon, prints the summary
+    local units=$1 uname=$2
+    shift 2
+    strace -f -qq -xx -s 8 -o "$WORK/strace.txt" -p "$DAEMON_PID" 2>/dev/null &
+    STRACE_PID=$!
+    sleep 0.5
+    "$@" >/dev/null
+    sleep 0.3
+    kill -INT "$STRACE_PID"
+    wait "$STRACE_PID" || true
+    STRACE_PID=""
+    summarize_trace "$WORK/strace.txt" "$units" "$uname"
+}
 if [ "$STRACE" = 1 ]; then
     if ! command -v strace >/dev/null; then
         echo "strace not installed: --strace skipped"
@@ -257,19 +301,13 @@ if [ "$STRACE" = 1 ]; then
     set_mode unpinned
     SOPS=2000
     echo
-    echo "daemon syscalls per operation (strace -c -f on timensfs, $SOPS ops + one sandbox setup; timings under strace are meaningless):"
+    echo "what the daemon does (strace -f on timensfs; includes one sandbox setup; strace slows the"
+    echo "daemon, so entry TTLs (1 s for /proc/PID) expire more often than in the timed runs above):"
     for p in /proc/meminfo /proc/self/status /proc/uptime; do
-        strace -c -f -p "$DAEMON_PID" -o "$WORK/strace.txt" 2>/dev/null &
-        STRACE_PID=$!
-        sleep 0.5
-        "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --reps 1 --warmup 0 "$p" "$SOPS" >/dev/null
-        sleep 0.3
-        kill -INT "$STRACE_PID"
-        wait "$STRACE_PID" || true
-        STRACE_PID=""
-        echo "  $p:"
-        awk -v ops="$SOPS" '$1 ~ /^[0-9.]+$/ && NF >= 5 {
-            calls = $4; name = $NF; if (calls / ops >= 0.05) printf "    %-16s %8d calls  %6.2f/op\n", name, calls, calls / ops }' \
-            "$WORK/strace.txt"
+        echo "  $p ($SOPS open+read+close):"
+        trace_daemon "$SOPS" op "$BIN/timens" run --state-dir "$SD" -- \
+            "$BIN/proc-bench" --reps 1 --warmup 0 "$p" "$SOPS"
     done
+    echo "  ps -ef (3 runs, $PS_SANDBOX processes):"
+    trace_daemon 3 "ps run" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --cmd 3 --warmup 0 -- ps -ef
 fi

@@ -95,7 +95,7 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     reap_dead_namespaces(&daemon);
-                crate::nsops::collect_garbage(&daemon, &pending);
+                    crate::nsops::collect_garbage(&daemon, &pending);
                     if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
                         idle_since = Instant::now();
                     } else if idle_exit > 0
@@ -263,6 +263,9 @@ fn create_sandbox(
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children {
+        // Events about this process from before now (its own exec of `timens`) must not be
+        // mistaken for the exec of CMD that comes next.
+        daemon.sync_events();
         // The creator keeps its namespace; the new one is its time_for_children (A1).
         let current = daemon
             .tasks
@@ -339,7 +342,11 @@ pub fn reap_dead_namespaces(daemon: &Daemon) {
         }
         if snap.meta.label.starts_with("unshare:") || snap.meta.label.starts_with("clone3:") {
             // Kept while referenced (nsops::collect_garbage).
-            if daemon.tasks.iter().any(|r| r.ns.time == NsRef::Slot(snap.slot) || r.ns.tfc == NsRef::Slot(snap.slot)) {
+            if daemon
+                .tasks
+                .iter()
+                .any(|r| r.ns.time == NsRef::Slot(snap.slot) || r.ns.tfc == NsRef::Slot(snap.slot))
+            {
                 continue;
             }
         }

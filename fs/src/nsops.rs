@@ -19,18 +19,32 @@ const CAP_SYS_ADMIN: u32 = 21;
 pub type Pending = dashmap::DashMap<u32, (u32, Instant)>;
 
 fn err(errno: i32, message: &str) -> Response {
-    Response::Error { errno, message: message.to_string() }
+    Response::Error {
+        errno,
+        message: message.to_string(),
+    }
 }
 
 pub fn slot_of(ns: NsRef) -> NsSlot {
     match ns {
-        NsRef::Init => NsSlot { inum: timens::INIT_TIME_INUM, index: INIT_SLOT_INDEX, generation: 0 },
-        NsRef::Slot(s) => NsSlot { inum: s.inum(), index: s.index, generation: s.generation },
+        NsRef::Init => NsSlot {
+            inum: timens::INIT_TIME_INUM,
+            index: INIT_SLOT_INDEX,
+            generation: 0,
+        },
+        NsRef::Slot(s) => NsSlot {
+            inum: s.inum(),
+            index: s.index,
+            generation: s.generation,
+        },
     }
 }
 
 fn reply(ns: TaskNs) -> Response {
-    Response::Ns { time: slot_of(ns.time), tfc: slot_of(ns.tfc) }
+    Response::Ns {
+        time: slot_of(ns.time),
+        tfc: slot_of(ns.tfc),
+    }
 }
 
 /// The sandbox a host process belongs to: its mount namespace, or an ancestor's, is the
@@ -42,13 +56,22 @@ pub fn sandbox_of(daemon: &Daemon, host_pid: u32) -> Option<(Arc<Sandbox>, u32)>
         if pid <= 1 {
             return None;
         }
-        let mnt = pio::stat_at(proc, &format!("{pid}/ns/mnt"), true).ok()?.st_ino;
-        if let Some(sb) = daemon.sandboxes.iter().find(|s| s.mntns == mnt).map(|s| s.clone()) {
+        let mnt = pio::stat_at(proc, &format!("{pid}/ns/mnt"), true)
+            .ok()?
+            .st_ino;
+        if let Some(sb) = daemon
+            .sandboxes
+            .iter()
+            .find(|s| s.mntns == mnt)
+            .map(|s| s.clone())
+        {
             let ids = nspids(proc, host_pid).ok()?;
             let nspid = *ids.get(sb.pidns_level)?;
             return Some((sb, nspid));
         }
-        pid = pio::read_at(proc, &format!("{pid}/stat")).ok().and_then(|t| pio::parse_ppid(&t))?;
+        pid = pio::read_at(proc, &format!("{pid}/stat"))
+            .ok()
+            .and_then(|t| pio::parse_ppid(&t))?;
     }
     None
 }
@@ -59,7 +82,12 @@ pub fn ns_by_inum(daemon: &Daemon, inum: u32) -> Option<NsRef> {
         return Some(NsRef::Init);
     }
     let index = inum.checked_sub(timens::INUM_BASE)?;
-    daemon.store.live().into_iter().find(|s| s.slot.index == index && s.inum == inum).map(|s| NsRef::Slot(s.slot))
+    daemon
+        .store
+        .live()
+        .into_iter()
+        .find(|s| s.slot.index == index && s.inum == inum)
+        .map(|s| NsRef::Slot(s.slot))
 }
 
 fn has_cap(daemon: &Daemon, pid: u32, cap: u32) -> bool {
@@ -72,11 +100,21 @@ fn threads(daemon: &Daemon, pid: u32) -> u32 {
     let text = pio::read_at(daemon.host_proc(), &format!("{pid}/status")).unwrap_or_default();
     String::from_utf8_lossy(&text)
         .lines()
-        .find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("Threads:")
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(1)
 }
 
-fn new_namespace(daemon: &Daemon, sb: &Sandbox, peer: u32, from: NsRef, frozen: bool, kind: &str) -> Result<NsRef, Response> {
+fn new_namespace(
+    daemon: &Daemon,
+    sb: &Sandbox,
+    peer: u32,
+    from: NsRef,
+    frozen: bool,
+    kind: &str,
+) -> Result<NsRef, Response> {
     let (starttime, _) = pio::stat_start_and_state(daemon.host_proc(), &peer.to_string())
         .map_err(|_| err(libc::ESRCH, "the caller is gone"))?;
     let meta = SlotMeta {
@@ -91,18 +129,32 @@ fn new_namespace(daemon: &Daemon, sb: &Sandbox, peer: u32, from: NsRef, frozen: 
     };
     let slot = daemon
         .create_namespace(daemon.offsets(from), frozen, meta)
-        .map_err(|e| err(e.raw_os_error().unwrap_or(libc::ENOSPC), "no namespace slot left"))?;
+        .map_err(|e| {
+            err(
+                e.raw_os_error().unwrap_or(libc::ENOSPC),
+                "no namespace slot left",
+            )
+        })?;
     Ok(NsRef::Slot(slot))
 }
 
 /// Handles one of the clock library's requests from host process `peer`.
-pub fn handle(daemon: &Arc<Daemon>, pending: &Pending, peer: u32, req: timens_proto::Request) -> Response {
+pub fn handle(
+    daemon: &Arc<Daemon>,
+    pending: &Pending,
+    peer: u32,
+    req: timens_proto::Request,
+) -> Response {
     use timens_proto::Request::*;
     daemon.sync_events();
     let Some((sb, nspid)) = sandbox_of(daemon, peer) else {
         return err(libc::EINVAL, "the caller is not in a timensfs sandbox");
     };
-    let current = daemon.tasks.get(&peer).map(|r| r.ns).unwrap_or_else(|| sb.default_ns());
+    let current = daemon
+        .tasks
+        .get(&peer)
+        .map(|r| r.ns)
+        .unwrap_or_else(|| sb.default_ns());
     match req {
         WhoAmI => reply(current),
         Unshare => {
@@ -115,7 +167,10 @@ pub fn handle(daemon: &Arc<Daemon>, pending: &Pending, peer: u32, req: timens_pr
                 Ok(n) => n,
                 Err(r) => return r,
             };
-            let ns = TaskNs { time: current.time, tfc: new };
+            let ns = TaskNs {
+                time: current.time,
+                tfc: new,
+            };
             daemon.track(&sb, peer, nspid, ns);
             reply(ns)
         }
@@ -125,14 +180,20 @@ pub fn handle(daemon: &Arc<Daemon>, pending: &Pending, peer: u32, req: timens_pr
             };
             // B6: EUSERS (another thread) is checked before EPERM.
             if threads(daemon, peer) > 1 {
-                return err(libc::EUSERS, "setns into a time namespace needs a single-threaded caller");
+                return err(
+                    libc::EUSERS,
+                    "setns into a time namespace needs a single-threaded caller",
+                );
             }
             if !has_cap(daemon, peer, CAP_SYS_ADMIN) {
                 return err(libc::EPERM, "setns needs CAP_SYS_ADMIN");
             }
             // B5: both time and time_for_children, and the first entry freezes (B2).
             daemon.enter(target);
-            let ns = TaskNs { time: target, tfc: target };
+            let ns = TaskNs {
+                time: target,
+                tfc: target,
+            };
             daemon.track(&sb, peer, nspid, ns);
             reply(ns)
         }
@@ -146,13 +207,21 @@ pub fn handle(daemon: &Arc<Daemon>, pending: &Pending, peer: u32, req: timens_pr
                 Err(r) => return r,
             };
             pending.insert(new.inum(), (peer, Instant::now()));
-            reply(TaskNs { time: new, tfc: new })
+            reply(TaskNs {
+                time: new,
+                tfc: new,
+            })
         }
         PlaceChild { pid, inum } => {
             let Some((_, (creator, _))) = pending.remove_if(&inum, |_, (c, _)| *c == peer) else {
-                return err(libc::EINVAL, "no namespace of this caller is waiting for a child");
+                return err(
+                    libc::EINVAL,
+                    "no namespace of this caller is waiting for a child",
+                );
             };
-            let ppid = pio::read_at(daemon.host_proc(), &format!("{pid}/stat")).ok().and_then(|t| pio::parse_ppid(&t));
+            let ppid = pio::read_at(daemon.host_proc(), &format!("{pid}/stat"))
+                .ok()
+                .and_then(|t| pio::parse_ppid(&t));
             if ppid != Some(creator) {
                 return err(libc::ESRCH, "that process is not the caller's child");
             }
@@ -181,7 +250,10 @@ pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
             continue;
         }
         let ns = NsRef::Slot(snap.slot);
-        let used = daemon.tasks.iter().any(|r| r.ns.time == ns || r.ns.tfc == ns)
+        let used = daemon
+            .tasks
+            .iter()
+            .any(|r| r.ns.time == ns || r.ns.tfc == ns)
             || daemon.sandboxes.iter().any(|s| s.ns == snap.slot)
             || pending.contains_key(&snap.inum);
         if used {

@@ -256,7 +256,6 @@ fn name_str(name: &OsStr) -> Res<&str> {
     Ok(s)
 }
 
-
 /// A link text that re-resolved as a path reaches the same object the kernel's magic link does:
 /// relative names (`pipe:[1]`) resolve through this overlay, plain absolute paths through the
 /// caller's own mount namespace. Deleted files and memfds cannot be reached by name: those get a
@@ -378,7 +377,9 @@ impl Overlay {
                 self.attr(ino, FileType::Directory, 0o555, u, g, 2)
             }
             Key::Uptime | Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
-            Key::HiddenStore | Key::HiddenSocket => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
+            Key::HiddenStore | Key::HiddenSocket => {
+                self.attr(ino, FileType::RegularFile, 0o444, u, g, 1)
+            }
             Key::RootLink(_) | Key::RootRealLink(..) | Key::SelfLink(_) | Key::ThreadSelf(..) => {
                 self.attr(ino, FileType::Symlink, 0o777, u, g, 1)
             }
@@ -622,10 +623,16 @@ impl Overlay {
             let path = format!("{base}/fd/{fd}");
             let (text, st) = self
                 .as_caller(req, || {
-                    Ok((pio::readlink_at(self.procfs(), &path)?, pio::stat_at(self.procfs(), &path, false)?))
+                    Ok((
+                        pio::readlink_at(self.procfs(), &path)?,
+                        pio::stat_at(self.procfs(), &path, false)?,
+                    ))
                 })
                 .map_err(|e| errno_of(&e))?;
-            return Ok((Key::FdLink(p, fd, text, (st.st_mode & 0o777) as u16), TTL_NONE));
+            return Ok((
+                Key::FdLink(p, fd, text, (st.st_mode & 0o777) as u16),
+                TTL_NONE,
+            ));
         }
         // A relative link text (`pipe:[123]`, `anon_inode:[eventfd]`): the fd with that text.
         let fds = self
@@ -747,7 +754,11 @@ impl Overlay {
             Key::HiddenDir => {
                 out.push((HIDDEN_STUB_INO, FileType::Directory, HIDDEN_PROC.into()));
                 out.push((HIDDEN_STORE_INO, FileType::RegularFile, HIDDEN_STORE.into()));
-                out.push((HIDDEN_SOCKET_INO, FileType::RegularFile, HIDDEN_SOCKET.into()));
+                out.push((
+                    HIDDEN_SOCKET_INO,
+                    FileType::RegularFile,
+                    HIDDEN_SOCKET.into(),
+                ));
             }
             Key::Pid(p) => {
                 let names = self
@@ -931,7 +942,6 @@ impl Overlay {
         }
         Ok(count)
     }
-
 }
 
 /// Nanoseconds of the host's boot time (REALTIME − BOOTTIME), for btime with sub-second offsets.
@@ -1232,7 +1242,14 @@ impl Filesystem for Overlay {
         reply.ok();
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
         // procfs files carry no extended attributes.
         reply.error(Errno::ENODATA);
     }

@@ -178,7 +178,10 @@ impl Daemon {
         if sb.by_nspid.contains_key(&nstid) || self.is_member(sb, nstid) {
             return self.task_ns(sb, nstid);
         }
-        TaskNs { time: NsRef::Init, tfc: NsRef::Init }
+        TaskNs {
+            time: NsRef::Init,
+            tfc: NsRef::Init,
+        }
     }
 
     fn is_member(&self, sb: &Sandbox, nstid: u32) -> bool {
@@ -193,7 +196,10 @@ impl Daemon {
                 Ok(_) => {}
                 Err(_) => return false,
             }
-            match pio::read_at(procfs, &format!("{pid}/stat")).ok().and_then(|t| pio::parse_ppid(&t)) {
+            match pio::read_at(procfs, &format!("{pid}/stat"))
+                .ok()
+                .and_then(|t| pio::parse_ppid(&t))
+            {
                 Some(ppid) => pid = ppid,
                 None => return false,
             }

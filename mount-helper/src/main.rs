@@ -50,10 +50,24 @@ fn main() {
                 DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
                 _ => {
                     // One line naming the problem, not a usage dump.
-                    let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("invalid command line");
-                    let first = first.trim_start_matches("error: ");
-                    die(EXIT_USAGE, format!("{first} (see 'timens --help')"));
+                    // clap puts what is missing on the following lines; join them up to "Usage:".
+                    let text = e.render().to_string();
+                    let mut parts: Vec<&str> = Vec::new();
+                    for line in text.lines() {
+                        let line = line.trim();
+                        if line.starts_with("Usage:") || line.starts_with("For more information") {
+                            break;
+                        }
+                        if !line.is_empty() {
+                            parts.push(line.trim_start_matches("error: "));
+                        }
+                    }
+                    let msg = if parts.is_empty() {
+                        "invalid command line".to_string()
+                    } else {
+                        parts.join(" ")
+                    };
+                    die(EXIT_USAGE, format!("{msg} (see 'timens --help')"));
                 }
             }
         }

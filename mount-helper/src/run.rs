@@ -231,7 +231,8 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
     // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store.
     let store = args.state_dir.join(timens_proto::STORE_NAME);
     let store_dst = Path::new("/proc/.timens/store");
-    mountapi::bind_mount(&store, store_dst, false).unwrap_or_else(|e| os_err("binding the offset store", e));
+    mountapi::bind_mount(&store, store_dst, false)
+        .unwrap_or_else(|e| os_err("binding the offset store", e));
     remount_readonly(store_dst);
     let sock = timens_proto::socket_path(&args.state_dir);
     mountapi::bind_mount(&sock, Path::new("/proc/.timens/control.sock"), false)
@@ -240,11 +241,27 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
 
 fn remount_readonly(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap_or_else(|_| die(1, "bad path"));
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let flags = libc::MS_BIND
+        | libc::MS_REMOUNT
+        | libc::MS_RDONLY
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | libc::MS_NOEXEC;
     // SAFETY: valid C strings; a remount of a bind mount we just made.
-    let r = unsafe { libc::mount(std::ptr::null(), c.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
-        os_err(&format!("remounting {} read-only", path.display()), std::io::Error::last_os_error());
+        os_err(
+            &format!("remounting {} read-only", path.display()),
+            std::io::Error::last_os_error(),
+        );
     }
 }
 

@@ -92,13 +92,26 @@ pub const INIT_SLOT_INDEX: u32 = u32::MAX;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
-    Pong { pid: u32, version: String },
-    Created { inum: u32 },
+    Pong {
+        pid: u32,
+        version: String,
+    },
+    Created {
+        inum: u32,
+    },
     /// A task's namespaces: `time:[time]` and `time:[tfc]`, with the store slots (index and
     /// generation; `u32::MAX` for the initial namespace) the clock library reads offsets from.
-    Ns { time: NsSlot, tfc: NsSlot },
-    Status { namespaces: Vec<NsStatus> },
-    Error { errno: i32, message: String },
+    Ns {
+        time: NsSlot,
+        tfc: NsSlot,
+    },
+    Status {
+        namespaces: Vec<NsStatus>,
+    },
+    Error {
+        errno: i32,
+        message: String,
+    },
 }
 
 /// Sends one request (with fds) and reads the one-line answer.

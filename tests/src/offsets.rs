@@ -663,7 +663,7 @@ pub static CASES: &[Case] = &[
         }
     }),
     case!("read_chunks_7", "D2 D6", |c| {
-        c.open_write(&[b"monotonic 4611685306 0\n"]);
+        c.open_write(&[b"monotonic 4000000000 0\n"]);
         if let Some(fd) = c.open(libc::O_RDONLY) {
             for _ in 0..20 {
                 if c.read(&fd, 7) <= 0 {

@@ -117,7 +117,10 @@ pub fn on_path(tool: &str) -> bool {
     std::env::split_paths(&path).any(|d| {
         let p = d.join(tool);
         std::fs::metadata(&p)
-            .map(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+            .map(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
             .unwrap_or(false)
     })
 }
@@ -220,13 +223,20 @@ impl StateDir {
             .map(|a0| Path::new(OsStr::from_bytes(a0)).file_name() == Some(OsStr::new("timensfs")))
             .unwrap_or(false);
         let dir = self.path.as_os_str().as_encoded_bytes();
-        is_timensfs && args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == dir)
+        is_timensfs
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--state-dir" && w[1] == dir)
     }
 
     /// Ends every daemon of this directory (by pid, verified), waiting until each is gone.
     pub fn stop_daemons(&self) {
         let _ = self.daemon_pid();
-        let pids = self.daemons.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pids = self
+            .daemons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for pid in pids {
             if self.is_our_daemon(pid) {
                 terminate(pid);
@@ -408,9 +418,7 @@ impl Background {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let (tx, lines) = std::sync::mpsc::channel();
         if let Some(out) = child.stdout.take() {
@@ -463,7 +471,10 @@ impl Background {
                 } else {
                     String::new()
                 };
-                panic!("background pid {}: {why}; status {status:?}; stderr: {stderr}", self.pid())
+                panic!(
+                    "background pid {}: {why}; status {status:?}; stderr: {stderr}",
+                    self.pid()
+                )
             }
         }
     }
@@ -480,8 +491,13 @@ impl Background {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                Ok(None) => panic!("background pid {} did not exit within {TIMEOUT:?}", self.pid()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => panic!(
+                    "background pid {} did not exit within {TIMEOUT:?}",
+                    self.pid()
+                ),
                 Err(e) => panic!("wait for pid {}: {e}", self.pid()),
             }
         };
@@ -541,7 +557,10 @@ pub fn pid_sandbox_init(relay: u32) -> u32 {
         found = children_of(relay);
         found.len() == 1
     });
-    assert!(ok, "timens relay {relay} has children {found:?}, expected one");
+    assert!(
+        ok,
+        "timens relay {relay} has children {found:?}, expected one"
+    );
     found[0]
 }
 

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use timensfs_tests::harness::{self, comparable};
-use timensfs_tests::sandbox::{self, StateDir};
 use timensfs_tests::offsets::{known_difference, CASES};
+use timensfs_tests::sandbox::{self, StateDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offsets-case");
 const TIMEOUT: Duration = Duration::from_secs(20);

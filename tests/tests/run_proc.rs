@@ -86,9 +86,15 @@ fn boottime_offset_shows_in_uptime_btime_and_starttime() {
 
         if mode.is_empty() {
             // Same pid namespace: /proc/1 is the host's pid 1.
-            let start: u64 = stat_field(section(&s, "pid1"), 22).parse().expect("starttime");
+            let start: u64 = stat_field(section(&s, "pid1"), 22)
+                .parse()
+                .expect("starttime");
             let host: u64 = stat_field(&before.2, 22).parse().expect("host starttime");
-            assert_eq!(start, host + 8_640_000, "{mode:?}: /proc/1/stat field 22 (J4)");
+            assert_eq!(
+                start,
+                host + 8_640_000,
+                "{mode:?}: /proc/1/stat field 22 (J4)"
+            );
         }
     }
 }
@@ -110,7 +116,11 @@ fn starttime_of_a_sandboxed_process_is_shifted_for_readers_inside() {
     assert!(f.status.success(), "{} {}", f.status, f.stderr);
     let inside: u64 = stat_field(&f.stdout, 22).parse().expect("starttime");
     let host: u64 = stat_field(&host, 22).parse().expect("starttime");
-    assert_eq!(inside, host + 8_640_000, "sandbox init's field 22 inside vs host");
+    assert_eq!(
+        inside,
+        host + 8_640_000,
+        "sandbox init's field 22 inside vs host"
+    );
 }
 
 /// G1–G3: `ns/time` and `ns/time_for_children` read `time:[N]` with the same N, not the initial
@@ -131,13 +141,19 @@ fn ns_time_links_name_a_namespace_of_their_own() {
         let tfc = bg.line();
         let ino: u64 = bg.line().trim().parse().expect("stat -L -c %i");
         let n = parse_ns_link(&time);
-        assert_ne!(n, INIT_TIME_INUM, "{name}: ns/time must not be the initial namespace");
+        assert_ne!(
+            n, INIT_TIME_INUM,
+            "{name}: ns/time must not be the initial namespace"
+        );
         assert_eq!(tfc, time, "{name}: time_for_children (G1)");
         assert_eq!(ino, n, "{name}: stat -L inode of ns/time (G3)");
         inums.push(n);
     }
     // Both are alive (blocked on stdin) while these are compared.
-    assert_ne!(inums[0], inums[1], "two live sandboxes share a namespace inum (G2)");
+    assert_ne!(
+        inums[0], inums[1],
+        "two live sandboxes share a namespace inum (G2)"
+    );
     let status = env.status();
     for (n, boot) in [(inums[0], 5), (inums[1], 6)] {
         let e = sandbox::status_entry(&status, n)
@@ -181,7 +197,10 @@ fn for_children_namespace_is_writable_until_a_child_enters() {
         "uptime {} inside: host {host_before}..{host_after} + 604800",
         lines[0]
     );
-    assert_eq!(lines[1], "rc=1", "the write after a child entered must fail");
+    assert_eq!(
+        lines[1], "rc=1",
+        "the write after a child entered must fail"
+    );
     assert_eq!(
         f.stderr.trim_end(),
         "bash: line 1: echo: write error: Permission denied",
@@ -239,10 +258,15 @@ fn everyday_tools_work_inside() {
             ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
             "{mode:?}: ps -ef header: {ps}"
         );
-        assert!(ps.lines().any(|l| l.ends_with(" ps -ef")), "{mode:?}: ps -ef lists itself: {ps}");
+        assert!(
+            ps.lines().any(|l| l.ends_with(" ps -ef")),
+            "{mode:?}: ps -ef lists itself: {ps}"
+        );
         if !mode.is_empty() {
             assert!(
-                ps.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("1")),
+                ps.lines()
+                    .skip(1)
+                    .any(|l| l.split_whitespace().nth(1) == Some("1")),
                 "{mode:?}: ps -ef shows pid 1: {ps}"
             );
         }
@@ -253,7 +277,10 @@ fn everyday_tools_work_inside() {
             first.starts_with("top - ") && first.contains(&format!("up {days} day")),
             "{mode:?}: top -bn1 first line: {first:?} (expected up {days} day...)"
         );
-        assert!(top.lines().any(|l| l.starts_with("Tasks:")), "{mode:?}: top: {top}");
+        assert!(
+            top.lines().any(|l| l.starts_with("Tasks:")),
+            "{mode:?}: top: {top}"
+        );
 
         let up = env.bash_ok(&opts, "uptime");
         assert!(
@@ -265,7 +292,10 @@ fn everyday_tools_work_inside() {
             &opts,
             "sleep 1000 & s=$!; pgrep -x sleep | grep -qx \"$s\" && echo pgrep-ok; kill \"$s\"",
         );
-        assert_eq!(pg, "pgrep-ok\n", "{mode:?}: pgrep finds a sleep started inside");
+        assert_eq!(
+            pg, "pgrep-ok\n",
+            "{mode:?}: pgrep finds a sleep started inside"
+        );
 
         let fds = env.bash_ok(&opts, "exec 7</etc/hostname; ls -l /proc/self/fd");
         let targets: Vec<(String, String)> = fds
@@ -279,11 +309,16 @@ fn everyday_tools_work_inside() {
             })
             .collect();
         assert!(
-            targets.iter().any(|(fd, t)| fd == "7" && t == "/etc/hostname"),
+            targets
+                .iter()
+                .any(|(fd, t)| fd == "7" && t == "/etc/hostname"),
             "{mode:?}: ls -l /proc/self/fd: {fds}"
         );
         for fd in ["0", "1", "2"] {
-            assert!(targets.iter().any(|(f, _)| f == fd), "{mode:?}: fd {fd} in {fds}");
+            assert!(
+                targets.iter().any(|(f, _)| f == fd),
+                "{mode:?}: fd {fd} in {fds}"
+            );
         }
         assert!(
             !fds.contains(".timens"),
@@ -331,12 +366,17 @@ fn elapsed_time_agrees_inside_and_outside() {
         } else {
             sandbox::pid_sandbox_init(bg.pid())
         };
-        let f = sandbox::run(Command::new("ps").args(["-o", "etimes=", "-p", &host_pid.to_string()]));
+        let f =
+            sandbox::run(Command::new("ps").args(["-o", "etimes=", "-p", &host_pid.to_string()]));
         assert!(f.status.success(), "host ps: {}", f.stderr);
         let outside: i64 = f.stdout.trim().parse().expect("host etimes");
         let f = bg.finish();
         assert!(f.status.success(), "{mode:?}: {} {}", f.status, f.stderr);
-        let inside: i64 = f.stdout.trim().parse().unwrap_or_else(|_| panic!("{mode:?}: etimes {:?}", f.stdout));
+        let inside: i64 = f
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{mode:?}: etimes {:?}", f.stdout));
         assert!(
             (inside - outside).abs() <= 1,
             "{mode:?}: etimes inside {inside}, outside {outside}"
@@ -371,8 +411,16 @@ fn unprivileged_user_gets_the_kernels_answers() {
         &["ls", "/proc/1/fd"],
         &["cat", "/proc/1/timens_offsets"],
         &["cat", "/proc/self/timens_offsets"],
-        &["bash", "-c", "echo 'monotonic 1 0' > /proc/self/timens_offsets"],
-        &["bash", "-c", "echo 'monotonic 1 0' > /proc/1/timens_offsets"],
+        &[
+            "bash",
+            "-c",
+            "echo 'monotonic 1 0' > /proc/self/timens_offsets",
+        ],
+        &[
+            "bash",
+            "-c",
+            "echo 'monotonic 1 0' > /proc/1/timens_offsets",
+        ],
     ];
     for probe in probes {
         let mut host_cmd = Command::new(NOBODY[0]);

@@ -765,7 +765,10 @@ impl StoreReader {
     pub fn slot_for_inum(&self, inum: u32) -> Option<SlotRef> {
         let index = inum.checked_sub(crate::INUM_BASE)?;
         let raw = slot_at(&self.map, self.slot_count, index)?.load_consistent();
-        (raw.flags & FLAG_IN_USE != 0 && raw.inum == inum).then_some(SlotRef { index, generation: raw.generation })
+        (raw.flags & FLAG_IN_USE != 0 && raw.inum == inum).then_some(SlotRef {
+            index,
+            generation: raw.generation,
+        })
     }
 }
 

@@ -551,8 +551,12 @@ fn concurrent_allocs_are_serialised() {
 fn reader_finds_a_slot_by_inum() {
     let dir = TempDir::new("by-inum");
     let store = Store::open_or_create(&dir.store(), 8).unwrap();
-    let a = store.alloc(Offsets::ZERO, false, SlotMeta::default()).unwrap();
-    let b = store.alloc(Offsets::ZERO, true, SlotMeta::default()).unwrap();
+    let a = store
+        .alloc(Offsets::ZERO, false, SlotMeta::default())
+        .unwrap();
+    let b = store
+        .alloc(Offsets::ZERO, true, SlotMeta::default())
+        .unwrap();
     let reader = StoreReader::open(&dir.store()).unwrap();
     assert_eq!(reader.slot_for_inum(a.inum()), Some(a));
     assert_eq!(reader.slot_for_inum(b.inum()), Some(b));

@@ -1,0 +1,141 @@
+//! One sandbox cannot change another's namespace (DESIGN "Failure and attack surface"), and a
+//! process that is not in a sandbox is shown from inside it as the kernel shows it: in its own
+//! (here the initial) time namespace (spec D1, G1, C2).
+//!
+//! Each test has a state directory (and so a daemon) of its own; see `timensfs_tests::sandbox`.
+
+use timensfs_tests::sandbox::{
+    self, kernel_unshare, offsets_text, parse_ns_link, Background, Env, Needs,
+};
+
+const BASH: Needs = Needs {
+    kernel_oracle: false,
+    tools: &["bash", "cat", "readlink"],
+};
+
+/// Sandbox B: a `--for-children` shell that writes `boottime 7 0` into its pending namespace,
+/// prints its pid and its namespace's inum, waits on stdin, then prints its offsets.
+fn start_b(env: &Env) -> (Background, u32, u64) {
+    let mut b = env.spawn(
+        &["--for-children"],
+        &[
+            "bash",
+            "-c",
+            "echo 'boottime 7 0' > /proc/$$/timens_offsets; echo $$; \
+             readlink /proc/$$/ns/time_for_children; read -r _; cat /proc/$$/timens_offsets",
+        ],
+    );
+    let pid: u32 = b.line().trim().parse().expect("B's pid");
+    let inum = parse_ns_link(&b.line());
+    (b, pid, inum)
+}
+
+/// From sandbox A (plain, `--for-children` and `--pid`), root writes both clocks of B's
+/// process's timens_offsets, by the path /proc/<pid> and through the hidden procfs. B's offsets,
+/// read inside B and in status, do not change. (With `--pid`, B's pid does not exist in A.)
+#[test]
+fn a_sandbox_cannot_change_another_sandboxs_offsets() {
+    let Some(env) = Env::new("a_sandbox_cannot_change_another", BASH) else {
+        return;
+    };
+    let (mut b, b_pid, b_inum) = start_b(&env);
+    let expected_b = offsets_text((0, 0), (7, 0));
+    let script = format!(
+        "for f in /proc/{b_pid}/timens_offsets /proc/.timens/proc/{b_pid}/timens_offsets; do \
+           echo 'monotonic 5 0' > $f; echo 'boottime 9 0' > $f; echo 'monotonic 11 0' > $f; \
+         done; true"
+    );
+    for mode in [&[][..], &["--for-children"][..], &["--pid"][..]] {
+        let a = env.run(mode, &["bash", "-c", &script]);
+        assert!(a.status.success(), "A {mode:?}: {} {}", a.status, a.stderr);
+        let status = env.status();
+        let e = sandbox::status_entry(&status, b_inum)
+            .unwrap_or_else(|| panic!("status lost B ({b_inum}): {status:?}"));
+        assert_eq!(
+            (
+                e["monotonic"]["sec"].as_i64(),
+                e["boottime"]["sec"].as_i64()
+            ),
+            (Some(0), Some(7)),
+            "B's offsets in status after writes from A {mode:?}: {e}"
+        );
+    }
+    let f = b.finish();
+    assert!(f.status.success(), "B: {} {}", f.status, f.stderr);
+    assert_eq!(f.stdout, expected_b, "B's offsets as seen inside B");
+}
+
+/// A process outside every sandbox (a host `sleep`) seen from inside a plain sandbox (same pid
+/// namespace, so its /proc/PID is reachable) is in the initial time namespace, as the kernel
+/// shows it from inside `unshare -T`: `ns/time` is `time:[4026531834]`, its timens_offsets are
+/// zeros (D1: the file shows the target's time_for_children).
+#[test]
+fn a_host_process_seen_from_inside_is_in_the_initial_namespace() {
+    let needs = Needs {
+        kernel_oracle: true,
+        tools: &["bash", "cat", "readlink", "sleep", "unshare"],
+    };
+    let Some(env) = Env::new("a_host_process_seen_from_inside", needs) else {
+        return;
+    };
+    let mut host = Background::spawn({
+        let mut c = std::process::Command::new("bash");
+        c.args(["-c", "echo $$; read -r _ || true"]);
+        c
+    });
+    let pid = host.line();
+    let script = format!(
+        "readlink /proc/{pid}/ns/time; readlink /proc/{pid}/ns/time_for_children; \
+         cat /proc/{pid}/timens_offsets"
+    );
+    let kernel = kernel_unshare(&["--boottime", "5", "--monotonic", "3", "bash", "-c", &script]);
+    let emul = env.run(
+        &["--boottime", "5", "--monotonic", "3"],
+        &["bash", "-c", &script],
+    );
+    assert!(kernel.status.success(), "kernel: {}", kernel.stderr);
+    assert_eq!(
+        kernel.stdout,
+        format!(
+            "time:[{0}]\ntime:[{0}]\n{1}",
+            sandbox::INIT_TIME_INUM,
+            offsets_text((0, 0), (0, 0))
+        ),
+        "kernel oracle"
+    );
+    assert_eq!(
+        (emul.status.code(), emul.stdout, emul.stderr),
+        (kernel.status.code(), kernel.stdout, kernel.stderr),
+        "a host process seen from a sandbox vs from unshare -T"
+    );
+    host.finish();
+}
+
+/// Writing the timens_offsets of a process outside the sandbox never changes the writer's own
+/// namespace: from a `--for-children` sandbox whose namespace is still writable, root writes
+/// another sandbox's process's file (and a host process's); the writer's own pending offsets stay
+/// zero. On the kernel the write targets the other process's time_for_children (D1, E11), never
+/// the writer's.
+#[test]
+fn writing_a_foreign_process_file_leaves_the_writers_namespace_alone() {
+    let Some(env) = Env::new("writing_a_foreign_process_file", BASH) else {
+        return;
+    };
+    let (mut b, b_pid, _) = start_b(&env);
+    let host_pid = std::process::id();
+    for target in [b_pid, host_pid] {
+        // Builtins only: a fork would enter (and freeze) the writer's own pending namespace.
+        let script = format!(
+            "echo 'monotonic 5 0' > /proc/{target}/timens_offsets; \
+             cat /proc/$$/timens_offsets"
+        );
+        let a = env.run(&["--for-children"], &["bash", "-c", &script]);
+        assert_eq!(
+            a.stdout,
+            offsets_text((0, 0), (0, 0)),
+            "the writer's own offsets after writing /proc/{target}/timens_offsets (stderr: {})",
+            a.stderr
+        );
+    }
+    b.finish();
+}
