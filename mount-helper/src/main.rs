@@ -2,6 +2,7 @@
 
 mod daemon;
 mod offset;
+mod preload;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// The daemon's state directory.
     #[arg(long, default_value = timens_proto::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Do not load the clock library into the sandbox's processes (only /proc is virtualised).
+    #[arg(long)]
+    no_preload: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     cmd: Vec<std::ffi::OsString>,
@@ -170,6 +173,14 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
         os_err("unshare(CLONE_NEWNS)", std::io::Error::last_os_error());
     }
     mountapi::make_rslave_root().unwrap_or_else(|e| os_err("making / rslave", e));
+    if !args.no_preload {
+        match crate::preload::library() {
+            Some(lib) => crate::preload::inject(&lib).unwrap_or_else(|e| os_err("injecting the clock library", e)),
+            None => eprintln!(
+                "timens: warning: clock library libtimens_preload.so not found (set TIMENS_PRELOAD_LIB); clocks are not shifted, /proc is"
+            ),
+        }
+    }
     let procfs = if args.pid {
         mountapi::new_procfs()
             .unwrap_or_else(|e| os_err("mounting a procfs for the new pid namespace", e))

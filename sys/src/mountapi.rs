@@ -4,7 +4,7 @@
 //! Every error names the step and the path (a [`crate::StepError`] inside the `io::Error`, same
 //! `ErrorKind`); [`errno_of`] gives the errno back.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -20,6 +20,7 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
@@ -85,10 +86,71 @@ fn fs_context_log(fs: &OwnedFd) -> String {
 /// `fsconfig(FSCONFIG_CMD_CREATE)`, `fsmount` with nosuid, nodev and noexec (as /proc is
 /// usually mounted). Usable as a directory fd at once, or attached with [`move_mount_to`].
 pub fn new_procfs() -> io::Result<OwnedFd> {
-    let fstype = c"proc";
-    // SAFETY: `fstype` is a NUL-terminated static string; the result is owned by `owned_fd`.
-    let fs = owned_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
-        .map_err(|e| step_error("new_procfs fsopen", "proc", e))?;
+    new_mount(
+        "proc",
+        &[],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+}
+
+/// A new, detached tmpfs (nosuid, nodev), private to whoever holds the fd.
+pub fn new_tmpfs() -> io::Result<OwnedFd> {
+    new_mount(
+        "tmpfs",
+        &[("mode", "0700")],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+}
+
+/// A new, detached overlayfs with these lower, upper and work directories (paths resolved by
+/// the kernel when the options are set).
+pub fn new_overlay(lower: &str, upper: &str, work: &str) -> io::Result<OwnedFd> {
+    new_mount(
+        "overlay",
+        &[("lowerdir", lower), ("upperdir", upper), ("workdir", work)],
+        0,
+    )
+}
+
+/// `fsopen(fstype)`, one `FSCONFIG_SET_STRING` per option, `FSCONFIG_CMD_CREATE`, `fsmount`.
+pub fn new_mount(
+    fstype: &str,
+    options: &[(&str, &str)],
+    attrs: libc::c_uint,
+) -> io::Result<OwnedFd> {
+    let cfs = CString::new(fstype).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `cfs` is NUL-terminated; the result is owned by `owned_fd`.
+    let fs = owned_fd(unsafe { libc::syscall(libc::SYS_fsopen, cfs.as_ptr(), FSOPEN_CLOEXEC) })
+        .map_err(|e| step_error("fsopen", fstype, e))?;
+    let fail = |step: &'static str, e: io::Error| {
+        let log = fs_context_log(&fs);
+        let what = if log.is_empty() {
+            fstype.to_string()
+        } else {
+            format!("{fstype} ({log})")
+        };
+        step_error(step, what, e)
+    };
+    for (key, value) in options {
+        let (k, v) = match (CString::new(*key), CString::new(*value)) {
+            (Ok(k), Ok(v)) => (k, v),
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        // SAFETY: key and value are NUL-terminated strings that outlive the call.
+        let r = cvt_long(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0 as libc::c_int,
+            )
+        });
+        if let Err(e) = r {
+            return Err(fail("fsconfig", e));
+        }
+    }
     // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument; `fs` is an fs context.
     let created = cvt_long(unsafe {
         libc::syscall(
@@ -101,18 +163,11 @@ pub fn new_procfs() -> io::Result<OwnedFd> {
         )
     });
     if let Err(e) = created {
-        let log = fs_context_log(&fs);
-        let what = if log.is_empty() {
-            "proc".to_string()
-        } else {
-            format!("proc ({log})")
-        };
-        return Err(step_error("new_procfs fsconfig", what, e));
+        return Err(fail("fsconfig create", e));
     }
-    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     // SAFETY: fsmount takes the fs context fd and two flag words; the result is owned.
     owned_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
-        .map_err(|e| step_error("new_procfs fsmount", "proc", e))
+        .map_err(|e| step_error("fsmount", fstype, e))
 }
 
 /// Attaches the detached mount `mount_fd` (from [`open_tree_clone`] or [`new_procfs`]) at
