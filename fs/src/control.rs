@@ -88,12 +88,15 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
         let daemon = daemon.clone();
         let (sock_path, pidfile, stop) = (sock_path.clone(), pidfile.clone(), stop.clone());
         let pending = pending.clone();
+        let mut reattacher = Reattacher::new(state_dir);
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn(move || {
                 let mut idle_since = Instant::now();
                 loop {
-                    std::thread::sleep(Duration::from_secs(1));
+                    // First pass right away: sandboxes of a previous daemon get /proc back fast.
+                    reattacher.run(&daemon);
+                    std::thread::sleep(Duration::from_millis(500));
                     reap_dead_namespaces(&daemon);
                     crate::nsops::collect_garbage(&daemon, &pending);
                     if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
@@ -144,17 +147,18 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
             boottime,
             for_children,
             label,
+            anchor_pid,
+            attach_inum,
         } => {
-            match create_sandbox(
-                daemon,
-                peer_pid,
-                peer_uid,
-                fds,
+            let req = CreateReq {
                 monotonic,
                 boottime,
                 for_children,
                 label,
-            ) {
+                anchor_pid,
+                attach_inum,
+            };
+            match create_sandbox(daemon, peer_pid, peer_uid, fds, req) {
                 Ok(inum) => Response::Created { inum },
                 Err(r) => r,
             }
@@ -164,17 +168,36 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
     timens_proto::write_response(conn, &resp)
 }
 
-#[allow(clippy::too_many_arguments)]
+struct CreateReq {
+    monotonic: Offset,
+    boottime: Offset,
+    for_children: bool,
+    label: String,
+    anchor_pid: Option<u32>,
+    attach_inum: Option<u32>,
+}
+
+fn mntns_of(daemon: &Daemon, pid: u32) -> u64 {
+    pio::stat_at(daemon.host_proc(), &format!("{pid}/ns/mnt"), true)
+        .map(|st| st.st_ino)
+        .unwrap_or(0)
+}
+
 fn create_sandbox(
     daemon: &Arc<Daemon>,
     peer_pid: u32,
     peer_uid: u32,
     fds: Vec<OwnedFd>,
-    monotonic: Offset,
-    boottime: Offset,
-    for_children: bool,
-    label: String,
+    req: CreateReq,
 ) -> Result<u32, Response> {
+    let CreateReq {
+        monotonic,
+        boottime,
+        for_children,
+        mut label,
+        anchor_pid,
+        attach_inum,
+    } = req;
     // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
     let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
         .map_err(|e| {
@@ -221,18 +244,47 @@ fn create_sandbox(
             ));
         }
     }
+    // The overlay was mounted by the peer: FUSE numbers pids in the peer's pid namespace.
     let ids =
         nspids(daemon.host_proc(), peer_pid).map_err(|e| error(libc::ESRCH, e.to_string()))?;
     let pidns_level = ids.len().saturating_sub(1);
     let nspid = *ids.last().unwrap_or(&peer_pid);
-    let (anchor_starttime, _) =
-        pio::stat_start_and_state(daemon.host_proc(), &peer_pid.to_string())
-            .map_err(|e| error(libc::ESRCH, e.to_string()))?;
-    let mntns_inum = pio::stat_at(daemon.host_proc(), &format!("{peer_pid}/ns/mnt"), true)
-        .map(|st| st.st_ino)
-        .unwrap_or(0);
+    let anchor = anchor_pid.unwrap_or(peer_pid);
+    let mntns_inum = mntns_of(daemon, peer_pid);
+    if anchor != peer_pid && mntns_of(daemon, anchor) != mntns_inum {
+        return Err(error(
+            libc::EPERM,
+            format!("process {anchor} is not in the caller's mount namespace"),
+        ));
+    }
+    let (anchor_starttime, _) = pio::stat_start_and_state(daemon.host_proc(), &anchor.to_string())
+        .map_err(|e| error(libc::ESRCH, format!("process {anchor}: {e}")))?;
+    let attached = match attach_inum {
+        None => None,
+        Some(inum) => {
+            let snap = daemon
+                .store
+                .live()
+                .into_iter()
+                .find(|s| s.inum == inum && s.meta.mntns_inum == mntns_inum)
+                .ok_or_else(|| {
+                    error(
+                        libc::ENOENT,
+                        format!("no namespace time:[{inum}] belongs to this mount namespace"),
+                    )
+                })?;
+            if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
+                return Err(error(
+                    libc::EBUSY,
+                    format!("time:[{inum}] is already served"),
+                ));
+            }
+            label = snap.meta.label.clone();
+            Some(snap.slot)
+        }
+    };
     let meta = SlotMeta {
-        anchor_pid: peer_pid,
+        anchor_pid: anchor,
         anchor_starttime,
         mntns_inum,
         created_unix: std::time::SystemTime::now()
@@ -242,14 +294,17 @@ fn create_sandbox(
         label: label.clone(),
     };
     // Without --for-children the creator enters at once (it execs the command next): frozen (B2).
-    let slot = daemon
-        .create_namespace(offsets, !for_children, meta)
-        .map_err(|e| {
-            error(
-                e.raw_os_error().unwrap_or(libc::ENOSPC),
-                format!("no namespace slot: {e}"),
-            )
-        })?;
+    let slot = match attached {
+        Some(slot) => slot,
+        None => daemon
+            .create_namespace(offsets, !for_children, meta)
+            .map_err(|e| {
+                error(
+                    e.raw_os_error().unwrap_or(libc::ENOSPC),
+                    format!("no namespace slot: {e}"),
+                )
+            })?,
+    };
     let sb = Arc::new(Sandbox {
         id: daemon.next_sandbox_id(),
         ns: slot,
@@ -262,7 +317,7 @@ fn create_sandbox(
         alive: AtomicBool::new(true),
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
-    if for_children {
+    if for_children && attached.is_none() {
         // Events about this process from before now (its own exec of `timens`) must not be
         // mistaken for the exec of CMD that comes next.
         daemon.sync_events();
@@ -286,7 +341,9 @@ fn create_sandbox(
     let fail = |daemon: &Arc<Daemon>, msg: String| {
         daemon.sandboxes.remove(&sb.id);
         daemon.untrack(peer_pid);
-        daemon.store.release(slot);
+        if attached.is_none() {
+            daemon.store.release(slot);
+        }
         error(libc::EIO, msg)
     };
     let overlay = Overlay::new(daemon.clone(), sb.clone());
@@ -416,7 +473,86 @@ fn status(daemon: &Daemon) -> Vec<NsStatus> {
                 sandbox: snap.meta.label.clone(),
                 anchor_pid: snap.meta.anchor_pid,
                 served: sb.map(|s| s.alive.load(Ordering::SeqCst)).unwrap_or(false),
+                mntns: snap.meta.mntns_inum,
             }
         })
         .collect()
+}
+
+/// After a restart, sandboxes whose overlay died with the old daemon get a working /proc back:
+/// for each namespace no session serves whose first process is alive, `timens mount` is run
+/// against that process (it detaches the dead overlay and re-attaches the same namespace).
+struct Reattacher {
+    state_dir: std::path::PathBuf,
+    tried: std::collections::HashMap<u32, (Instant, u32)>,
+}
+
+impl Reattacher {
+    fn new(state_dir: &Path) -> Self {
+        Reattacher {
+            state_dir: state_dir.to_path_buf(),
+            tried: Default::default(),
+        }
+    }
+
+    fn timens_binary() -> std::path::PathBuf {
+        if let Some(p) = std::env::var_os("TIMENS_BIN") {
+            return p.into();
+        }
+        std::env::current_exe()
+            .ok()
+            .map(|me| me.with_file_name("timens"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "timens".into())
+    }
+
+    fn run(&mut self, daemon: &Daemon) {
+        for snap in daemon.store.live() {
+            let label = &snap.meta.label;
+            if !(label.starts_with("run:")
+                || label.starts_with("mount:")
+                || label.starts_with("oci:"))
+            {
+                continue;
+            }
+            if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
+                self.tried.remove(&snap.inum);
+                continue;
+            }
+            // Three tries, two seconds apart.
+            let entry = self
+                .tried
+                .entry(snap.inum)
+                .or_insert((Instant::now() - Duration::from_secs(10), 0));
+            if entry.1 >= 3 || entry.0.elapsed() < Duration::from_secs(2) {
+                continue;
+            }
+            *entry = (Instant::now(), entry.1 + 1);
+            let pid = snap.meta.anchor_pid;
+            let child = std::process::Command::new(Self::timens_binary())
+                .arg("mount")
+                .arg("--pid")
+                .arg(pid.to_string())
+                .arg("--state-dir")
+                .arg(&self.state_dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn();
+            match child {
+                Ok(mut c) => {
+                    // Reaped in the background: the mount child blocks on this daemon's answers.
+                    std::thread::spawn(move || {
+                        let status = c.wait();
+                        tracing::info!(pid, ?status, "re-attach finished");
+                    });
+                    tracing::info!(
+                        inum = snap.inum,
+                        pid,
+                        "re-attaching the overlay of a sandbox"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot run timens mount for re-attach"),
+            }
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! `timens`: run commands in emulated time namespaces, and inspect them.
 
 mod daemon;
+mod mount;
 mod offset;
+mod overlay;
 mod preload;
 mod run;
 
@@ -23,6 +25,9 @@ struct Cli {
 enum Cmd {
     /// Run CMD as the first member of a new time namespace, with a /proc that shows it.
     Run(run::RunArgs),
+    /// Attach the overlay to a running process's mount namespace (idempotent; after a daemon
+    /// restart it restores a working /proc for the same namespace).
+    Mount(mount::MountArgs),
     /// List every namespace the daemon knows.
     Status {
         /// Print JSON instead of a table.
@@ -75,6 +80,7 @@ fn main() {
     };
     match cli.cmd {
         Cmd::Run(args) => run::run(args),
+        Cmd::Mount(args) => mount::mount(args),
         Cmd::Status { json, state_dir } => status(&state_dir, json),
     }
 }

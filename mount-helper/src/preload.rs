@@ -65,9 +65,22 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Where the sandbox's processes load the library from: a bind mount under the overlay, so the
+/// same path works in any mount namespace (a container's rootfs does not have the host's file),
+/// and keeps working from the dentry cache while a restarted daemon re-attaches.
+pub const IN_SANDBOX_PATH: &str = "/proc/.timens/libtimens_preload.so";
+
+/// Whether this mount namespace's /etc/ld.so.preload already names the library.
+pub fn already_injected() -> bool {
+    std::fs::read_to_string("/etc/ld.so.preload")
+        .map(|t| t.lines().any(|l| l.trim() == IN_SANDBOX_PATH))
+        .unwrap_or(false)
+}
+
 /// Must run in the sandbox's own mount namespace, before /proc is covered by the overlay (the
 /// tmpfs is reached through /proc/self/fd).
-pub fn inject(lib: &Path) -> io::Result<()> {
+pub fn inject() -> io::Result<()> {
+    let lib = Path::new(IN_SANDBOX_PATH);
     let upper_fs: OwnedFd = mountapi::new_tmpfs()?;
     let base = PathBuf::from(format!("/proc/self/fd/{}", upper_fs.as_raw_fd()));
     let (upper, work) = (base.join("upper"), base.join("work"));

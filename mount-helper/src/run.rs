@@ -14,13 +14,12 @@
 
 use clap::Args;
 use std::ffi::CString;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::{daemon, die, offset::parse_offset, EXIT_USAGE};
+use crate::{daemon, die, offset::parse_offset, overlay, EXIT_USAGE};
 use procview::{Clock, Timespec};
-use timens_proto::{Offset, Request, Response};
+use timens_proto::{Offset, Request};
 use timens_sys::mountapi;
 
 #[derive(Args, Debug)]
@@ -50,7 +49,15 @@ pub struct RunArgs {
 }
 
 fn offset_arg(name: &str, v: &Option<String>, clock: Clock) -> Timespec {
-    let Some(text) = v else { return Timespec::ZERO };
+    match v {
+        Some(text) => checked_offset(name, text, clock),
+        None => Timespec::ZERO,
+    }
+}
+
+/// Parses an offset and applies the kernel's range check against the host clock (E9); a bad
+/// one ends the command with exit status 2, before anything is changed.
+pub fn checked_offset(name: &str, text: &str, clock: Clock) -> Timespec {
     let t = parse_offset(text)
         .unwrap_or_else(|e| die(EXIT_USAGE, format!("invalid --{name} value: {e}")));
     // E9: the kernel refuses offsets that put the clock below 0 or beyond KTIME_SEC_MAX/2.
@@ -80,7 +87,7 @@ fn offset_arg(name: &str, v: &Option<String>, clock: Clock) -> Timespec {
     t
 }
 
-fn os_err(step: &str, e: impl std::fmt::Display) -> ! {
+pub fn os_err(step: &str, e: impl std::fmt::Display) -> ! {
     die(1, format!("{step}: {e}"))
 }
 
@@ -168,30 +175,23 @@ fn relay_child() {
 }
 
 fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label: &str) {
+    // Everything from the state directory is taken before the mount namespace changes.
+    let handles = overlay::StateHandles::open(&args.state_dir, !args.no_preload)
+        .unwrap_or_else(|e| os_err("opening the daemon's state directory", e));
     // SAFETY: unshare has no memory-safety preconditions.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         os_err("unshare(CLONE_NEWNS)", std::io::Error::last_os_error());
     }
     mountapi::make_rslave_root().unwrap_or_else(|e| os_err("making / rslave", e));
-    if !args.no_preload {
-        match crate::preload::library() {
-            Some(lib) => crate::preload::inject(&lib).unwrap_or_else(|e| os_err("injecting the clock library", e)),
-            None => eprintln!(
-                "timens: warning: clock library libtimens_preload.so not found (set TIMENS_PRELOAD_LIB); clocks are not shifted, /proc is"
-            ),
-        }
-    }
+    handles.inject_preload();
     let procfs = if args.pid {
         mountapi::new_procfs()
             .unwrap_or_else(|e| os_err("mounting a procfs for the new pid namespace", e))
     } else {
+        // A clone of the host's /proc keeps its submounts (binfmt_misc).
         mountapi::open_tree_clone(Path::new("/proc"), true)
             .unwrap_or_else(|e| os_err("cloning /proc", e))
     };
-    let fuse = mountapi::mount_fuse(Path::new("/proc"), "timensfs", "timensfs")
-        .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e));
-    let sock =
-        daemon::connect(&args.state_dir).unwrap_or_else(|e| os_err("connecting to timensfs", e));
     let req = Request::CreateSandbox {
         monotonic: Offset {
             sec: monotonic.sec,
@@ -203,77 +203,10 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
         },
         for_children: args.for_children,
         label: label.to_string(),
+        anchor_pid: None,
+        attach_inum: None,
     };
-    match timens_proto::call(&sock, &req, &[fuse.as_fd(), procfs.as_fd()]) {
-        Ok(Response::Created { .. }) => {}
-        Ok(Response::Error { errno, message }) => {
-            let code = if errno == libc::ERANGE || errno == libc::EINVAL {
-                EXIT_USAGE
-            } else {
-                1
-            };
-            die(code, message)
-        }
-        Ok(other) => die(1, format!("unexpected answer from timensfs: {other:?}")),
-        Err(e) => os_err("asking timensfs for the sandbox", e),
-    }
-    drop(fuse);
-    let hidden = Path::new("/proc/.timens/proc");
-    mountapi::move_mount_to(procfs.as_fd(), hidden)
-        .unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
-    // Directories the kernel serves whole get bind mounts, not links: sysctl insists on paths
-    // under /proc/sys, and realpath must not show the hidden path.
-    let root =
-        std::fs::read_dir(hidden).unwrap_or_else(|e| os_err("listing /proc/.timens/proc", e));
-    for entry in root.flatten() {
-        let name = entry.file_name();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if !is_dir || name.as_bytes().iter().all(u8::is_ascii_digit) {
-            continue;
-        }
-        let src = hidden.join(&name);
-        let dst = Path::new("/proc").join(&name);
-        if let Err(e) = mountapi::bind_mount(&src, &dst, true) {
-            os_err(&format!("bind-mounting {}", dst.display()), e);
-        }
-    }
-    drop(procfs);
-    // The clock library reads offsets from the store and asks the daemon on namespace changes:
-    // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store.
-    let store = args.state_dir.join(timens_proto::STORE_NAME);
-    let store_dst = Path::new("/proc/.timens/store");
-    mountapi::bind_mount(&store, store_dst, false)
-        .unwrap_or_else(|e| os_err("binding the offset store", e));
-    remount_readonly(store_dst);
-    let sock = timens_proto::socket_path(&args.state_dir);
-    mountapi::bind_mount(&sock, Path::new("/proc/.timens/control.sock"), false)
-        .unwrap_or_else(|e| os_err("binding the control socket", e));
-}
-
-fn remount_readonly(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap_or_else(|_| die(1, "bad path"));
-    let flags = libc::MS_BIND
-        | libc::MS_REMOUNT
-        | libc::MS_RDONLY
-        | libc::MS_NOSUID
-        | libc::MS_NODEV
-        | libc::MS_NOEXEC;
-    // SAFETY: valid C strings; a remount of a bind mount we just made.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        os_err(
-            &format!("remounting {} read-only", path.display()),
-            std::io::Error::last_os_error(),
-        );
-    }
+    overlay::attach(handles, procfs, &req);
 }
 
 fn exec(cmd: &[std::ffi::OsString]) -> ! {

@@ -44,6 +44,14 @@ pub enum Request {
         boottime: Offset,
         for_children: bool,
         label: String,
+        /// `timens mount`: the sandbox's first process is this host pid (in the sender's mount
+        /// namespace), not the short-lived sender.
+        #[serde(default)]
+        anchor_pid: Option<u32>,
+        /// Re-attach: serve the existing namespace `time:[N]` (after a daemon restart) instead
+        /// of creating one; the offsets are then ignored.
+        #[serde(default)]
+        attach_inum: Option<u32>,
     },
     /// Every namespace the daemon knows.
     Status,
@@ -76,6 +84,9 @@ pub struct NsStatus {
     pub anchor_pid: u32,
     /// Whether a live FUSE session serves this sandbox's /proc.
     pub served: bool,
+    /// The sandbox's mount namespace (inode number of its `ns/mnt`).
+    #[serde(default)]
+    pub mntns: u64,
 }
 
 /// Where a namespace's offsets live in the store.
@@ -177,6 +188,8 @@ mod tests {
             boottime: Offset { sec: -5, nsec: 7 },
             for_children: true,
             label: "run:1".into(),
+            anchor_pid: None,
+            attach_inum: None,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert!(text.starts_with(r#"{"op":"create_sandbox""#), "{text}");

@@ -1,0 +1,172 @@
+//! Mounting the /proc overlay in the current mount namespace (shared by `run` and `mount`).
+//!
+//! Order matters: the FUSE mount is made by a process of the sandbox's pid namespace (FUSE then
+//! numbers request pids as the sandbox sees them), its fd and the sandbox's procfs go to the
+//! daemon, and only once the daemon serves the overlay are the hidden procfs, the static
+//! directories, the store and the control socket mounted under it.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::run::os_err;
+use crate::{die, EXIT_USAGE};
+use timens_proto::{Request, Response};
+use timens_sys::mountapi;
+
+/// What the sandbox needs from the daemon's state directory, taken while it is still reachable
+/// (a container's mount namespace does not have it).
+pub struct StateHandles {
+    /// The store file, as a detached bind mount.
+    store: OwnedFd,
+    /// The control socket, as a detached bind mount.
+    socket: OwnedFd,
+    /// An O_PATH fd of the socket, to connect through /proc/self/fd from any mount namespace.
+    socket_path_fd: OwnedFd,
+    /// The clock library, as a detached bind mount (None: not installed, or not wanted).
+    library: Option<OwnedFd>,
+}
+
+impl StateHandles {
+    pub fn open(state_dir: &Path, with_library: bool) -> std::io::Result<StateHandles> {
+        let store = mountapi::open_tree_clone(&state_dir.join(timens_proto::STORE_NAME), false)?;
+        let sock_path = timens_proto::socket_path(state_dir);
+        let socket = mountapi::open_tree_clone(&sock_path, false)?;
+        let socket_path_fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(&sock_path)?
+            .into();
+        let library = if with_library {
+            match crate::preload::library() {
+                Some(lib) => Some(mountapi::open_tree_clone(&lib, false)?),
+                None => {
+                    eprintln!(
+                        "timens: warning: clock library {} not found (set TIMENS_PRELOAD_LIB); clocks are not shifted, /proc is",
+                        crate::preload::LIB_NAME
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(StateHandles {
+            store,
+            socket,
+            socket_path_fd,
+            library,
+        })
+    }
+
+    /// Loads the clock library into every new process of this mount namespace (through
+    /// /etc/ld.so.preload), unless it already is. Before the overlay is mounted.
+    pub fn inject_preload(&self) {
+        if self.library.is_some() && !crate::preload::already_injected() {
+            crate::preload::inject().unwrap_or_else(|e| os_err("injecting the clock library", e));
+        }
+    }
+
+    /// Connects to the daemon from the current process (the daemon trusts SO_PEERCRED, which
+    /// names the connecting process).
+    fn connect(&self) -> std::io::Result<UnixStream> {
+        UnixStream::connect(format!("/proc/self/fd/{}", self.socket_path_fd.as_raw_fd()))
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Mounts the overlay over /proc, has the daemon serve it, and completes the tree under it.
+/// Returns the namespace's inode number.
+pub fn attach(handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
+    // Connect before /proc is covered: the connection goes through /proc/self/fd.
+    let sock = handles
+        .connect()
+        .unwrap_or_else(|e| os_err("connecting to timensfs", e));
+    let fuse = mountapi::mount_fuse(Path::new("/proc"), "timensfs", "timensfs")
+        .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e));
+    let inum = match timens_proto::call(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
+        Ok(Response::Created { inum }) => inum,
+        Ok(Response::Error { errno, message }) => {
+            // Nothing may stay mounted on the way out.
+            let _ = nix::mount::umount2("/proc", nix::mount::MntFlags::MNT_DETACH);
+            let code = if errno == libc::ERANGE || errno == libc::EINVAL {
+                EXIT_USAGE
+            } else {
+                1
+            };
+            die(code, message)
+        }
+        Ok(other) => die(1, format!("unexpected answer from timensfs: {other:?}")),
+        Err(e) => os_err("asking timensfs for the sandbox", e),
+    };
+    drop(fuse);
+    let hidden = Path::new("/proc/.timens/proc");
+    mountapi::move_mount_to(procfs.as_fd(), hidden)
+        .unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
+    // Directories the kernel serves whole get bind mounts, not links: sysctl insists on paths
+    // under /proc/sys, and realpath must not show the hidden path.
+    let root =
+        std::fs::read_dir(hidden).unwrap_or_else(|e| os_err("listing /proc/.timens/proc", e));
+    for entry in root.flatten() {
+        let name = entry.file_name();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !is_dir || name.as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let src = hidden.join(&name);
+        let dst = Path::new("/proc").join(&name);
+        if let Err(e) = mountapi::bind_mount(&src, &dst, true) {
+            os_err(&format!("bind-mounting {}", dst.display()), e);
+        }
+    }
+    drop(procfs);
+    // The clock library reads offsets from the store and asks the daemon on namespace changes:
+    // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store.
+    let store_dst = PathBuf::from("/proc/.timens/store");
+    mountapi::move_mount_to(handles.store.as_fd(), &store_dst)
+        .unwrap_or_else(|e| os_err("binding the offset store", e));
+    remount_readonly(&store_dst);
+    mountapi::move_mount_to(
+        handles.socket.as_fd(),
+        Path::new("/proc/.timens/control.sock"),
+    )
+    .unwrap_or_else(|e| os_err("binding the control socket", e));
+    if let Some(lib) = &handles.library {
+        let dst = Path::new(crate::preload::IN_SANDBOX_PATH);
+        mountapi::move_mount_to(lib.as_fd(), dst)
+            .unwrap_or_else(|e| os_err("binding the clock library", e));
+        remount_readonly_exec(dst);
+    }
+    inum
+}
+
+fn remount_readonly_exec(path: &Path) {
+    let flags = nix::mount::MsFlags::MS_BIND
+        | nix::mount::MsFlags::MS_REMOUNT
+        | nix::mount::MsFlags::MS_RDONLY
+        | nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV;
+    if let Err(e) = nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>) {
+        os_err(
+            &format!("remounting {} read-only", path.display()),
+            std::io::Error::from(e),
+        );
+    }
+}
+
+fn remount_readonly(path: &Path) {
+    let flags = nix::mount::MsFlags::MS_BIND
+        | nix::mount::MsFlags::MS_REMOUNT
+        | nix::mount::MsFlags::MS_RDONLY
+        | nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV
+        | nix::mount::MsFlags::MS_NOEXEC;
+    if let Err(e) = nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>) {
+        os_err(
+            &format!("remounting {} read-only", path.display()),
+            std::io::Error::from(e),
+        );
+    }
+}
