@@ -42,8 +42,7 @@ fn proc_fstype(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
     // The last mount at /proc is the one on top.
     text.lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/proc"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/proc"))
         .and_then(|l| l.split(" - ").nth(1))
         .and_then(|rest| rest.split(' ').next())
         .map(str::to_string)
