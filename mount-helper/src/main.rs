@@ -2,6 +2,7 @@
 
 mod daemon;
 mod mount;
+mod oci;
 mod offset;
 mod overlay;
 mod preload;
@@ -28,6 +29,8 @@ enum Cmd {
     /// Attach the overlay to a running process's mount namespace (idempotent; after a daemon
     /// restart it restores a working /proc for the same namespace).
     Mount(mount::MountArgs),
+    /// OCI runtime hook (createContainer and poststop): reads the container state on stdin.
+    OciHook(oci::HookArgs),
     /// List every namespace the daemon knows.
     Status {
         /// Print JSON instead of a table.
@@ -81,6 +84,7 @@ fn main() {
     match cli.cmd {
         Cmd::Run(args) => run::run(args),
         Cmd::Mount(args) => mount::mount(args),
+        Cmd::OciHook(args) => oci::hook(args),
         Cmd::Status { json, state_dir } => status(&state_dir, json),
     }
 }
