@@ -312,6 +312,7 @@ fn create_sandbox(
         procfs,
         pidns_level,
         mntns: mntns_inum,
+        tgid_cache: Default::default(),
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),

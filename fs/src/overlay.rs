@@ -30,7 +30,8 @@ pub const HIDDEN_DIR: &str = ".timens";
 pub const HIDDEN_PROC: &str = "proc";
 
 const TTL_STATIC: Duration = Duration::from_secs(86400);
-const TTL_PID: Duration = Duration::from_secs(1);
+/// `/proc/PID` entries: dropped at the process's exit through the process-events connector.
+const TTL_PID: Duration = Duration::from_secs(10);
 const TTL_STABLE: Duration = Duration::from_secs(60);
 const TTL_NONE: Duration = Duration::ZERO;
 
@@ -231,6 +232,9 @@ pub struct Overlay {
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, DirList>>,
     next_fh: AtomicU64,
+    /// The sandbox's own /proc/uptime and /proc/stat, kept open (read with pread).
+    host_uptime: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
+    host_stat: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
     uid: u32,
     gid: u32,
 }
@@ -278,10 +282,25 @@ impl Overlay {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            host_uptime: Default::default(),
+            host_stat: Default::default(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             // SAFETY: as above.
             gid: unsafe { libc::getgid() },
+        }
+    }
+
+    /// A root file of the sandbox's procfs, read through a kept-open fd.
+    fn read_root_file(&self, which: &'static str) -> io::Result<Vec<u8>> {
+        let cell = if which == "uptime" {
+            &self.host_uptime
+        } else {
+            &self.host_stat
+        };
+        match cell.get_or_init(|| pio::open_at(self.procfs(), which, libc::O_RDONLY).ok()) {
+            Some(fd) => pio::pread_all(fd),
+            None => pio::read_at(self.procfs(), which),
         }
     }
 
@@ -330,6 +349,10 @@ impl Overlay {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         let c = creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)?;
+        if self.daemon.acts_as(&c) {
+            // Switching to identical filesystem credentials would change nothing.
+            return f();
+        }
         let _guard = creds::assume(&c)?;
         f()
     }
@@ -338,6 +361,15 @@ impl Overlay {
         if tid == 0 {
             return Err(Errno::ENOENT);
         }
+        if let Some(t) = self.sb.tgid_cache.get(&tid) {
+            return Ok(*t);
+        }
+        let tgid = self.find_tgid(tid)?;
+        self.sb.tgid_cache.insert(tid, tgid);
+        Ok(tgid)
+    }
+
+    fn find_tgid(&self, tid: u32) -> Res<u32> {
         // A single-threaded process's task/ has exactly one entry (nlink 3): tid == tgid.
         if let Ok(st) = pio::stat_at(self.procfs(), &format!("{tid}/task"), false) {
             if st.st_nlink == 3 {
@@ -834,13 +866,13 @@ impl Overlay {
     fn render(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
         match key {
             Key::Uptime => {
-                let host = pio::read_at(self.procfs(), "uptime").map_err(|e| errno_of(&e))?;
+                let host = self.read_root_file("uptime").map_err(|e| errno_of(&e))?;
                 let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
                 let now = pio::clock_now(libc::CLOCK_BOOTTIME).add_normalized(off);
                 procview::render_uptime(&host, now).map_err(|_| Errno::EIO)
             }
             Key::Stat => {
-                let host = pio::read_at(self.procfs(), "stat").map_err(|e| errno_of(&e))?;
+                let host = self.read_root_file("stat").map_err(|e| errno_of(&e))?;
                 let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
                 procview::rewrite_stat_btime(&host, off, host_boot_nsec()).map_err(|_| Errno::EIO)
             }

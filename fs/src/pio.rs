@@ -51,6 +51,35 @@ pub fn read_fd(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Reads a whole seq_file from position 0 with pread (procfs regenerates it), so one fd kept
+/// open serves every read without an open/close.
+pub fn pread_all(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: `buf` is a valid writable buffer of the given length.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                out.len() as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
 /// Reads a whole (small) procfs file.
 pub fn read_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
     let fd = open_at(dir, path, libc::O_RDONLY)?;

@@ -61,6 +61,8 @@ pub struct Sandbox {
     pub pidns_level: usize,
     /// The sandbox's mount namespace (its members live in it, or below it).
     pub mntns: u64,
+    /// Sandbox tid -> sandbox tgid of recent callers (`/proc/self`), dropped at their exit.
+    pub tgid_cache: DashMap<u32, u32>,
     /// Sandbox tid -> host tid of tracked tasks.
     pub by_nspid: DashMap<u32, u32>,
     pub notifier: Mutex<Option<fuser::Notifier>>,
@@ -91,6 +93,8 @@ pub struct Daemon {
     events_lock: Mutex<()>,
     pub own_user_ns: u64,
     pub host_proc: OwnedFd,
+    /// The daemon's own credentials, to skip switching to a caller's identical ones.
+    own_creds: Option<timens_sys::creds::Creds>,
 }
 
 /// Host pid → its ids in every pid namespace from the host's down (`NSpid:`).
@@ -123,8 +127,29 @@ impl Daemon {
             conn: conn.map(Mutex::new),
             events_lock: Mutex::new(()),
             own_user_ns,
+            own_creds: std::fs::read("/proc/thread-self/status")
+                .ok()
+                .and_then(|t| timens_sys::creds::parse_status(&t)),
             host_proc,
         }
+    }
+
+    /// Whether acting as `c` would make the kernel decide exactly as for the daemon: same user
+    /// namespace, same filesystem ids and groups, and at least the daemon's capabilities.
+    pub fn acts_as(&self, c: &timens_sys::creds::Creds) -> bool {
+        let Some(own) = &self.own_creds else {
+            return false;
+        };
+        let sorted = |g: &[u32]| {
+            let mut v = g.to_vec();
+            v.sort_unstable();
+            v
+        };
+        c.same_user_ns
+            && c.fsuid() == own.fsuid()
+            && c.fsgid() == own.fsgid()
+            && c.cap_eff & own.cap_eff == own.cap_eff
+            && sorted(&c.groups) == sorted(&own.groups)
     }
 
     pub fn host_proc(&self) -> BorrowedFd<'_> {
@@ -371,20 +396,22 @@ impl Daemon {
             }
             ProcEvent::Exit { pid, tgid } => {
                 self.untrack(pid);
-                if pid == tgid {
-                    self.forget_pid_dentry(pid);
-                }
+                self.forget_task(pid, pid == tgid);
             }
             ProcEvent::Overrun => {
                 tracing::warn!("process events were lost; resynchronising tracked tasks");
+                for sb in self.sandboxes.iter() {
+                    sb.tgid_cache.clear();
+                }
                 self.resync();
             }
         }
     }
 
-    /// Drops the overlay's cached `/proc/PID` entry of an exited process in every sandbox that
-    /// could have it, so `[ -d /proc/$pid ]` turns false as soon as the kernel's does.
-    fn forget_pid_dentry(&self, host_pid: u32) {
+    /// Forgets an exited task in every sandbox that could know it: its cached tgid, and for a
+    /// process its cached `/proc/PID` entry, so `[ -d /proc/$pid ]` turns false as soon as the
+    /// kernel's does.
+    fn forget_task(&self, host_pid: u32, leader: bool) {
         let mut ids: Option<Vec<u32>> = None;
         for sb in self.sandboxes.iter() {
             let nspid = if sb.pidns_level == 0 {
@@ -398,6 +425,10 @@ impl Daemon {
                     None => continue,
                 }
             };
+            sb.tgid_cache.remove(&nspid);
+            if !leader {
+                continue;
+            }
             if let Some(n) = sb
                 .notifier
                 .lock()
