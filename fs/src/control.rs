@@ -163,6 +163,31 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
                 Err(r) => r,
             }
         }
+        Request::Release { inum } => release(daemon, peer_uid, inum),
+        Request::OpenFuse => {
+            if peer_uid != 0 {
+                error(libc::EPERM, "opening /dev/fuse for a caller needs root")
+            } else {
+                match std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/fuse")
+                {
+                    Ok(f) => {
+                        let fd: OwnedFd = f.into();
+                        return timens_proto::write_response_fds(
+                            conn,
+                            &Response::FuseFd,
+                            &[std::os::fd::AsFd::as_fd(&fd)],
+                        );
+                    }
+                    Err(e) => error(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        format!("/dev/fuse: {e}"),
+                    ),
+                }
+            }
+        }
         other => crate::nsops::handle(daemon, pending, peer_pid, other),
     };
     timens_proto::write_response(conn, &resp)
@@ -305,6 +330,7 @@ fn create_sandbox(
                 )
             })?,
     };
+    let fd_as_link = sb_label_is_oci(&label);
     let sb = Arc::new(Sandbox {
         id: daemon.next_sandbox_id(),
         ns: slot,
@@ -313,6 +339,7 @@ fn create_sandbox(
         pidns_level,
         mntns: mntns_inum,
         tgid_cache: Default::default(),
+        fd_as_link,
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),
@@ -375,6 +402,28 @@ fn create_sandbox(
     }
     tracing::info!(sandbox = sb.id, inum = slot.inum(), label = %sb.label, pid = peer_pid, "sandbox created");
     Ok(slot.inum())
+}
+
+fn sb_label_is_oci(label: &str) -> bool {
+    label.starts_with("oci:")
+}
+
+fn release(daemon: &Daemon, peer_uid: u32, inum: u32) -> Response {
+    if peer_uid != 0 {
+        return error(libc::EPERM, "releasing a namespace needs root");
+    }
+    let Some(snap) = daemon.store.live().into_iter().find(|s| s.inum == inum) else {
+        return error(libc::ENOENT, format!("no namespace time:[{inum}]"));
+    };
+    if daemon
+        .sandboxes
+        .iter()
+        .any(|s| s.ns == snap.slot && s.alive.load(Ordering::SeqCst))
+    {
+        return error(libc::EBUSY, format!("time:[{inum}] still serves a sandbox"));
+    }
+    daemon.store.release(snap.slot);
+    Response::Released { inum }
 }
 
 /// The sandbox's overlay is gone (its mount namespace died with its last process): release

@@ -36,6 +36,8 @@ const TTL_STABLE: Duration = Duration::from_secs(60);
 const TTL_NONE: Duration = Duration::ZERO;
 
 const CAP_SYS_TIME: u32 = 25;
+/// i_size given to open virtual files so splice reads them (see `allow_splice`).
+const SPLICE_SIZE: u64 = 1 << 20;
 
 /// A process or thread directory: `/proc/PID` or `/proc/PID/task/TID`, keyed with its start
 /// time so a reused pid is never mistaken for the old process.
@@ -288,6 +290,25 @@ impl Overlay {
             uid: unsafe { libc::getuid() },
             // SAFETY: as above.
             gid: unsafe { libc::getgid() },
+        }
+    }
+
+    /// sendfile()/splice() of a FUSE file read through the page cache up to i_size, even with
+    /// direct I/O, and procfs files have size 0: `busybox cat /proc/uptime` would print nothing.
+    /// A one-byte notify-store far out sets i_size high at every open (the page it fills is dropped
+    /// by the open itself, which invalidates the file's pages); the first short page read
+    /// brings it down to the real length (fuse_short_read), so splice returns exactly the content.
+    fn allow_splice(&self, ino: INodeNo) {
+        if let Some(n) = self
+            .sb
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if let Err(e) = n.store(ino, SPLICE_SIZE - 1, &[0]) {
+                tracing::warn!(error = %e, "notify store");
+            }
         }
     }
 
@@ -570,7 +591,9 @@ impl Overlay {
                 return Ok((Key::Offsets(p.pid, p.start), TTL_STABLE))
             }
             "ns" => return Ok((Key::NsDir(p), TTL_STABLE)),
-            "fd" => return Ok((Key::FdDir(p), TTL_STABLE)),
+            // OCI runtimes insist that /proc/self/fd is on procfs (runc closes inherited fds
+            // through it and checks the file system): there fd/ is a link into the real procfs.
+            "fd" if !self.sb.fd_as_link => return Ok((Key::FdDir(p), TTL_STABLE)),
             "task" if p.tid.is_none() => return Ok((Key::Task(p.pid, p.start), TTL_STABLE)),
             "exe" | "cwd" | "root" => {
                 let key = self.exact_or_denied(req, p, s, &format!("{}/{s}", p.base()))?;
@@ -805,6 +828,7 @@ impl Overlay {
                 for (n, t) in names {
                     let kind = match n.as_slice() {
                         b"stat" | b"timens_offsets" => FileType::RegularFile,
+                        b"fd" if self.sb.fd_as_link => FileType::Symlink,
                         b"ns" | b"fd" | b"task" => FileType::Directory,
                         _ if t == libc::DT_DIR => FileType::Symlink,
                         _ => FileType::Symlink,
@@ -1087,6 +1111,7 @@ impl Filesystem for Overlay {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(fh, f);
+                self.allow_splice(ino);
                 reply.opened(
                     FileHandle(fh),
                     FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,

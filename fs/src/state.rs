@@ -61,6 +61,8 @@ pub struct Sandbox {
     pub pidns_level: usize,
     /// The sandbox's mount namespace (its members live in it, or below it).
     pub mntns: u64,
+    /// Serve `PID/fd` as a link into the real procfs (OCI containers), not as a directory.
+    pub fd_as_link: bool,
     /// Sandbox tid -> sandbox tgid of recent callers (`/proc/self`), dropped at their exit.
     pub tgid_cache: DashMap<u32, u32>,
     /// Sandbox tid -> host tid of tracked tasks.

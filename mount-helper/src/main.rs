@@ -1,6 +1,7 @@
 //! `timens`: run commands in emulated time namespaces, and inspect them.
 
 mod daemon;
+mod gen;
 mod mount;
 mod oci;
 mod offset;
@@ -40,6 +41,12 @@ enum Cmd {
         #[arg(long, default_value = timens_proto::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Print a shell completion script (contrib/generate.sh).
+    #[command(hide = true)]
+    Completions(gen::CompletionsArgs),
+    /// Print the man page, roff (contrib/generate.sh).
+    #[command(hide = true)]
+    Man,
 }
 
 /// Exit status for a bad command line, as util-linux and clap use.
@@ -86,6 +93,8 @@ fn main() {
         Cmd::Mount(args) => mount::mount(args),
         Cmd::OciHook(args) => oci::hook(args),
         Cmd::Status { json, state_dir } => status(&state_dir, json),
+        Cmd::Completions(args) => gen::completions(args),
+        Cmd::Man => gen::man(),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::run::os_err;
 use crate::{die, EXIT_USAGE};
@@ -63,8 +63,14 @@ impl StateHandles {
     /// Loads the clock library into every new process of this mount namespace (through
     /// /etc/ld.so.preload), unless it already is. Before the overlay is mounted.
     pub fn inject_preload(&self) {
-        if self.library.is_some() && !crate::preload::already_injected() {
-            crate::preload::inject().unwrap_or_else(|e| os_err("injecting the clock library", e));
+        self.inject_preload_at(Path::new("/"))
+    }
+
+    /// The same for a root file system at `root`.
+    pub fn inject_preload_at(&self, root: &Path) {
+        if self.library.is_some() && !crate::preload::already_injected(root) {
+            crate::preload::inject(root)
+                .unwrap_or_else(|e| os_err("injecting the clock library", e));
         }
     }
 
@@ -80,17 +86,36 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Mounts the overlay over /proc, has the daemon serve it, and completes the tree under it.
 /// Returns the namespace's inode number.
 pub fn attach(handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
+    attach_at(Path::new("/"), handles, procfs, req)
+}
+
+/// [`attach`] for a root file system at `root` (a container's rootfs before pivot_root).
+pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
+    let proc_dir = root.join("proc");
     // Connect before /proc is covered: the connection goes through /proc/self/fd.
     let sock = handles
         .connect()
         .unwrap_or_else(|e| os_err("connecting to timensfs", e));
-    let fuse = mountapi::mount_fuse(Path::new("/proc"), "timensfs", "timensfs")
-        .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e));
+    let fuse = match mountapi::mount_fuse(&proc_dir, "timensfs", "timensfs") {
+        Ok(f) => f,
+        // A container's device cgroup refuses /dev/fuse: the daemon opens it for us.
+        Err(e) if timens_sys::errno_of(&e) == Some(libc::EPERM) => {
+            let fd = handles
+                .connect()
+                .and_then(|s| timens_proto::call_recv_fds(&s, &Request::OpenFuse))
+                .ok()
+                .and_then(|(r, mut fds)| matches!(r, Response::FuseFd).then(|| fds.pop()).flatten())
+                .unwrap_or_else(|| os_err("mounting the overlay on /proc", e));
+            mountapi::mount_fuse_fd(&proc_dir, fd, "timensfs", "timensfs")
+                .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e))
+        }
+        Err(e) => os_err("mounting the overlay on /proc", e),
+    };
     let inum = match timens_proto::call(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
         Ok(Response::Created { inum }) => inum,
         Ok(Response::Error { errno, message }) => {
             // Nothing may stay mounted on the way out.
-            let _ = nix::mount::umount2("/proc", nix::mount::MntFlags::MNT_DETACH);
+            let _ = nix::mount::umount2(&proc_dir, nix::mount::MntFlags::MNT_DETACH);
             let code = if errno == libc::ERANGE || errno == libc::EINVAL {
                 EXIT_USAGE
             } else {
@@ -102,21 +127,22 @@ pub fn attach(handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
         Err(e) => os_err("asking timensfs for the sandbox", e),
     };
     drop(fuse);
-    let hidden = Path::new("/proc/.timens/proc");
+    let hidden_buf = proc_dir.join(".timens/proc");
+    let hidden = hidden_buf.as_path();
     mountapi::move_mount_to(procfs.as_fd(), hidden)
         .unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
     // Directories the kernel serves whole get bind mounts, not links: sysctl insists on paths
     // under /proc/sys, and realpath must not show the hidden path.
-    let root =
+    let listing =
         std::fs::read_dir(hidden).unwrap_or_else(|e| os_err("listing /proc/.timens/proc", e));
-    for entry in root.flatten() {
+    for entry in listing.flatten() {
         let name = entry.file_name();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if !is_dir || name.as_bytes().iter().all(u8::is_ascii_digit) {
             continue;
         }
         let src = hidden.join(&name);
-        let dst = Path::new("/proc").join(&name);
+        let dst = proc_dir.join(&name);
         if let Err(e) = mountapi::bind_mount(&src, &dst, true) {
             os_err(&format!("bind-mounting {}", dst.display()), e);
         }
@@ -124,17 +150,18 @@ pub fn attach(handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
     drop(procfs);
     // The clock library reads offsets from the store and asks the daemon on namespace changes:
     // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store.
-    let store_dst = PathBuf::from("/proc/.timens/store");
+    let store_dst = proc_dir.join(".timens/store");
     mountapi::move_mount_to(handles.store.as_fd(), &store_dst)
         .unwrap_or_else(|e| os_err("binding the offset store", e));
     remount_readonly(&store_dst);
     mountapi::move_mount_to(
         handles.socket.as_fd(),
-        Path::new("/proc/.timens/control.sock"),
+        &proc_dir.join(".timens/control.sock"),
     )
     .unwrap_or_else(|e| os_err("binding the control socket", e));
     if let Some(lib) = &handles.library {
-        let dst = Path::new(crate::preload::IN_SANDBOX_PATH);
+        let dst_buf = root.join(crate::preload::IN_SANDBOX_PATH.trim_start_matches('/'));
+        let dst = dst_buf.as_path();
         mountapi::move_mount_to(lib.as_fd(), dst)
             .unwrap_or_else(|e| os_err("binding the clock library", e));
         remount_readonly_exec(dst);

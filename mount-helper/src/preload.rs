@@ -30,14 +30,16 @@ pub fn library() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Mount points below /etc in this mount namespace, shallowest first.
-fn mounts_below_etc() -> Vec<PathBuf> {
+/// Mount points below `etc` in this mount namespace, shallowest first.
+fn mounts_below(etc: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}/", etc.display());
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with("/etc/"))
-        .map(|m| PathBuf::from(unescape(m)))
+        .map(unescape)
+        .filter(|m| m.starts_with(&prefix))
+        .map(PathBuf::from)
         .collect();
     out.sort_by_key(|p| p.components().count());
     out.dedup();
@@ -71,23 +73,24 @@ fn unescape(s: &str) -> String {
 pub const IN_SANDBOX_PATH: &str = "/proc/.timens/libtimens_preload.so";
 
 /// Whether this mount namespace's /etc/ld.so.preload already names the library.
-pub fn already_injected() -> bool {
-    std::fs::read_to_string("/etc/ld.so.preload")
+pub fn already_injected(root: &Path) -> bool {
+    std::fs::read_to_string(root.join("etc/ld.so.preload"))
         .map(|t| t.lines().any(|l| l.trim() == IN_SANDBOX_PATH))
         .unwrap_or(false)
 }
 
 /// Must run in the sandbox's own mount namespace, before /proc is covered by the overlay (the
 /// tmpfs is reached through /proc/self/fd).
-pub fn inject() -> io::Result<()> {
+pub fn inject(root: &Path) -> io::Result<()> {
     let lib = Path::new(IN_SANDBOX_PATH);
+    let etc = root.join("etc");
     let upper_fs: OwnedFd = mountapi::new_tmpfs()?;
     let base = PathBuf::from(format!("/proc/self/fd/{}", upper_fs.as_raw_fd()));
     let (upper, work) = (base.join("upper"), base.join("work"));
     std::fs::create_dir(&upper)?;
     std::fs::create_dir(&work)?;
     // Keep whatever the host preloads, then ours.
-    let mut content = std::fs::read("/etc/ld.so.preload").unwrap_or_default();
+    let mut content = std::fs::read(etc.join("ld.so.preload")).unwrap_or_default();
     if !content.is_empty() && !content.ends_with(b"\n") {
         content.push(b'\n');
     }
@@ -95,12 +98,17 @@ pub fn inject() -> io::Result<()> {
     content.push(b'\n');
     std::fs::write(upper.join("ld.so.preload"), &content)?;
     // Mounts under /etc would be hidden by the overlay: clone them first, put them back after.
-    let submounts: Vec<(PathBuf, OwnedFd)> = mounts_below_etc()
+    let submounts: Vec<(PathBuf, OwnedFd)> = mounts_below(&etc)
         .into_iter()
         .filter_map(|p| mountapi::open_tree_clone(&p, true).ok().map(|fd| (p, fd)))
         .collect();
-    let overlay = mountapi::new_overlay("/etc", &upper.to_string_lossy(), &work.to_string_lossy())?;
-    mountapi::move_mount_to(overlay.as_fd(), Path::new("/etc"))?;
+    std::fs::create_dir_all(&etc)?;
+    let overlay = mountapi::new_overlay(
+        &etc.to_string_lossy(),
+        &upper.to_string_lossy(),
+        &work.to_string_lossy(),
+    )?;
+    mountapi::move_mount_to(overlay.as_fd(), &etc)?;
     for (path, fd) in submounts {
         // A nested one already came back with its parent (recursive clone).
         let _ = mountapi::move_mount_to(fd.as_fd(), &path);

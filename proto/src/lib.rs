@@ -67,6 +67,11 @@ pub enum Request {
     PlaceChild { pid: u32, inum: u32 },
     /// The caller's namespaces as the daemon knows them.
     WhoAmI,
+    /// A fresh `/dev/fuse` descriptor (answered with `FuseFd` and the fd), for a mounter whose
+    /// device cgroup forbids opening /dev/fuse (an OCI hook inside the container). Root only.
+    OpenFuse,
+    /// Forget a namespace no overlay serves any more (an OCI poststop hook). Root only.
+    Release { inum: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +115,11 @@ pub enum Response {
     Created {
         inum: u32,
     },
+    Released {
+        inum: u32,
+    },
+    /// Carries one fd.
+    FuseFd,
     /// A task's namespaces: `time:[time]` and `time:[tfc]`, with the store slots (index and
     /// generation; `u32::MAX` for the initial namespace) the clock library reads offsets from.
     Ns {
@@ -144,6 +154,30 @@ pub fn call(sock: &UnixStream, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Res
         ));
     }
     serde_json::from_str(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Sends a request and reads an answer that may carry fds.
+pub fn call_recv_fds(sock: &UnixStream, req: &Request) -> io::Result<(Response, Vec<OwnedFd>)> {
+    let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+    line.push(b'\n');
+    (&*sock).write_all(&line)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = timens_sys::fdpass::recv_with_fds(sock, &mut buf, 4)?;
+    let end = buf[..n].iter().position(|&b| b == b'\n').unwrap_or(n);
+    let resp = serde_json::from_slice(&buf[..end])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((resp, fds))
+}
+
+/// Answers with fds (daemon side).
+pub fn write_response_fds(
+    sock: &UnixStream,
+    resp: &Response,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut line = serde_json::to_vec(resp).map_err(io::Error::other)?;
+    line.push(b'\n');
+    timens_sys::fdpass::send_with_fds(sock, &line, fds)
 }
 
 /// Reads one request and its fds (daemon side).

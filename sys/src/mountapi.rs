@@ -214,6 +214,17 @@ pub fn mount_fuse(target: &Path, fsname: &str, subtype: &str) -> io::Result<Owne
         unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) } as libc::c_long,
     )
     .map_err(|e| step_error("mount_fuse open", "/dev/fuse", e))?;
+    mount_fuse_fd(target, fuse, fsname, subtype)
+}
+
+/// [`mount_fuse`] with a `/dev/fuse` descriptor opened elsewhere (a container's device cgroup
+/// may forbid opening /dev/fuse from inside it).
+pub fn mount_fuse_fd(
+    target: &Path,
+    fuse: OwnedFd,
+    fsname: &str,
+    subtype: &str,
+) -> io::Result<OwnedFd> {
     let data = format!(
         "fd={},rootmode=40555,user_id=0,group_id=0,allow_other",
         fuse.as_raw_fd()
