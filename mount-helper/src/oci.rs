@@ -10,6 +10,7 @@
 //!   namespace, whose default namespace this is.
 //! - poststop: the namespace is released (normally already gone with the container's mount
 //!   namespace) so nothing stays registered.
+//!
 //! A container without the annotations is left untouched.
 
 use clap::Args;
