@@ -81,10 +81,36 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
 log "building release binaries..."
-(cd "$ROOT" && cargo build --release --quiet -p timens-cli -p timensfs -p timensfs-tests)
+PKGS=(-p timens-cli -p timensfs -p timensfs-tests)
+# The clock library, where the workspace has it: timens finds it next to itself and loads it into
+# every sandbox, as in real use (a note line says whether this run had it).
+[ -f "$ROOT/preload/Cargo.toml" ] && PKGS+=(-p timens-preload)
+(cd "$ROOT" && cargo build --release --quiet "${PKGS[@]}")
 for b in timens timensfs proc-bench; do
     [ -x "$BIN/$b" ] || { log "missing $BIN/$b"; exit 1; }
 done
+
+PIN=()                    # prefix for the reader: () unpinned, (taskset -c 0) pinned
+
+# ---------------------------------------------------------------- the clock library
+# `timens run` loads libtimens_preload.so into the sandbox (sandbox-only /etc/ld.so.preload) when
+# it finds it; without it, it warns on every run. Say once which case this run measured.
+PRELOAD=""
+for f in "${TIMENS_PRELOAD_LIB:-}" "$BIN/libtimens_preload.so" \
+    /usr/local/lib/timensfs/libtimens_preload.so /usr/lib/timensfs/libtimens_preload.so; do
+    if [ -n "$f" ] && [ -f "$f" ]; then PRELOAD=$f; break; fi
+done
+if [ -n "$PRELOAD" ]; then
+    NOTES+=("sandboxes load the clock library $PRELOAD (as in real use)")
+else
+    NOTES+=("clock library libtimens_preload.so not found: sandboxes ran without it (/proc overlay only; timens's per-run warning filtered)")
+fi
+# timens run (under the reader's pinning), with that one warning dropped from its stderr
+# (everything else passes through).
+timens_run() {
+    "${PIN[@]}" "$BIN/timens" run --state-dir "$SD" "$@" \
+        2> >(grep -v 'clock library libtimens_preload.so not found' >&2 || true)
+}
 
 # ---------------------------------------------------------------- daemons
 mkdir -p "$SD"
@@ -99,7 +125,7 @@ if [ "$(cat "$SD/timensfs.pid" 2>/dev/null)" != "$DAEMON_PID" ]; then
     exit 1
 fi
 # The sandbox can be made: fail early rather than in the middle of the table.
-"$BIN/timens" run --state-dir "$SD" -- true
+timens_run -- true
 
 HAVE_LXCFS=0
 if ! command -v lxcfs >/dev/null; then
@@ -127,7 +153,6 @@ else
 fi
 
 # ---------------------------------------------------------------- helpers
-PIN=()                    # prefix for the reader: () unpinned, (taskset -c 0) pinned
 RAW=()                    # the raw proc-bench lines, printed after the table
 
 set_mode() { # pinned|unpinned: the reader prefix and the daemons' affinity (all threads)
@@ -149,7 +174,7 @@ bench_native() {
 }
 bench_sandbox() {
     local out
-    out=$("${PIN[@]}" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --reps "$REPS" "$2" "$3")
+    out=$(timens_run -- "$BIN/proc-bench" --reps "$REPS" "$2" "$3")
     RAW+=("$MODE $1 timensfs: $out")
     R=$(field median_ns "$out")
 }
@@ -169,7 +194,7 @@ cmd_native() { # LABEL RUNS CMD...: median ms in $R
 cmd_sandbox() {
     local label=$1 runs=$2 out
     shift 2
-    out=$("${PIN[@]}" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --cmd "$runs" -- "$@")
+    out=$(timens_run -- "$BIN/proc-bench" --cmd "$runs" -- "$@")
     RAW+=("$MODE $label timensfs: $out")
     R=$(field median_ms "$out")
 }
@@ -189,7 +214,7 @@ for _ in $(seq "$NSLEEP"); do
     SLEEP_PIDS+=($!)
 done
 PS_HOST=$(ps -e --no-headers | wc -l)
-PS_SANDBOX=$("$BIN/timens" run --state-dir "$SD" -- ps -e --no-headers | wc -l)
+PS_SANDBOX=$(timens_run -- ps -e --no-headers | wc -l)
 NOTES+=("ps -ef sees $PS_HOST processes on the host and $PS_SANDBOX in the sandbox ($NSLEEP of them are the extra sleeps)")
 
 for MODE in pinned unpinned; do
@@ -305,9 +330,9 @@ if [ "$STRACE" = 1 ]; then
     echo "daemon, so entry TTLs (1 s for /proc/PID) expire more often than in the timed runs above):"
     for p in /proc/meminfo /proc/self/status /proc/uptime; do
         echo "  $p ($SOPS open+read+close):"
-        trace_daemon "$SOPS" op "$BIN/timens" run --state-dir "$SD" -- \
+        trace_daemon "$SOPS" op timens_run -- \
             "$BIN/proc-bench" --reps 1 --warmup 0 "$p" "$SOPS"
     done
     echo "  ps -ef (3 runs, $PS_SANDBOX processes):"
-    trace_daemon 3 "ps run" "$BIN/timens" run --state-dir "$SD" -- "$BIN/proc-bench" --cmd 3 --warmup 0 -- ps -ef
+    trace_daemon 3 "ps run" timens_run -- "$BIN/proc-bench" --cmd 3 --warmup 0 -- ps -ef
 fi

@@ -98,8 +98,13 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
         .unwrap_or_else(|e| os_err("connecting to timensfs", e));
     let fuse = match mountapi::mount_fuse(&proc_dir, "timensfs", "timensfs") {
         Ok(f) => f,
-        // A container's device cgroup refuses /dev/fuse: the daemon opens it for us.
-        Err(e) if timens_sys::errno_of(&e) == Some(libc::EPERM) => {
+        // A container has no /dev/fuse, or its device cgroup refuses it: the daemon opens it.
+        Err(e)
+            if matches!(
+                timens_sys::errno_of(&e),
+                Some(libc::EPERM | libc::EACCES | libc::ENOENT | libc::ENXIO)
+            ) =>
+        {
             let fd = handles
                 .connect()
                 .and_then(|s| timens_proto::call_recv_fds(&s, &Request::OpenFuse))

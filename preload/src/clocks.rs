@@ -1,0 +1,156 @@
+//! Reading clocks: `clock_gettime` (and glibc's private alias `__clock_gettime`) and
+//! `sysinfo` (H1, H4, J2).
+//!
+//! The fast path: call the real, vDSO-backed function, then add the offset of the caller's
+//! namespace read from its store slot under the seqlock. No allocation, lock, syscall or panic;
+//! REALTIME, TAI and CPU clocks return straight after the real call.
+
+use std::ffi::{c_int, c_long};
+
+use libc::{clockid_t, timespec};
+
+use crate::real;
+use crate::state;
+use crate::sys;
+use crate::time::{self, reading_shift};
+
+/// The host's reading of `clock`: the real function once resolved, else the raw system call.
+///
+/// # Safety
+/// `tp` must be valid for writing a timespec (or the call fails with EFAULT as libc's would).
+#[inline(always)]
+pub unsafe fn host_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+    if state::ready() {
+        if let Some(f) = real::CLOCK_GETTIME.get() {
+            // SAFETY: the real clock_gettime with the caller's arguments.
+            return unsafe { f(clock, tp) };
+        }
+    }
+    // SAFETY: the clock_gettime system call with the caller's arguments.
+    let r = unsafe {
+        sys::raw(
+            libc::SYS_clock_gettime,
+            [clock as c_long, tp as c_long, 0, 0, 0, 0],
+        )
+    };
+    sys::to_libc_int(r)
+}
+
+/// Adds the caller's namespace offset to a successful reading of `clock` in `tp`.
+///
+/// # Safety
+/// `tp` points to a timespec the caller may write.
+#[inline(always)]
+pub unsafe fn shift_reading(clock: clockid_t, tp: *mut timespec) {
+    let Some(shift) = reading_shift(clock) else {
+        return;
+    };
+    let Some(offsets) = state::current_offsets() else {
+        return;
+    };
+    let off = shift.of(&offsets);
+    // Scalar loads, on purpose: both structs were just written with two 8-byte stores (by the
+    // vDSO and by the store reader), and the 16-byte vector load the compiler would merge these
+    // into cannot be store-forwarded: that stall alone cost ~10 ns per call.
+    // SAFETY: `off` is a local; the caller guarantees `tp` is a valid timespec (the real call
+    // just filled it).
+    let (off_sec, off_nsec, sec, nsec) = unsafe {
+        (
+            std::ptr::read_volatile(&off.sec),
+            std::ptr::read_volatile(&off.nsec),
+            std::ptr::read_volatile(&(*tp).tv_sec),
+            std::ptr::read_volatile(&(*tp).tv_nsec),
+        )
+    };
+    let (sec, nsec) = time::add_offset(
+        sec,
+        nsec,
+        timens::Timespec {
+            sec: off_sec,
+            nsec: off_nsec,
+        },
+    );
+    // SAFETY: as above.
+    unsafe {
+        (*tp).tv_sec = sec;
+        (*tp).tv_nsec = nsec;
+    }
+}
+
+/// `clock_gettime` as seen inside the caller's namespace.
+///
+/// # Safety
+/// As for libc's `clock_gettime`.
+#[inline(always)]
+pub unsafe fn ns_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+    // SAFETY: forwarded contract.
+    let rc = unsafe { host_clock_gettime(clock, tp) };
+    if rc == 0 && !tp.is_null() {
+        // SAFETY: the call succeeded, so `tp` is a valid timespec.
+        unsafe { shift_reading(clock, tp) };
+    }
+    rc
+}
+
+/// J2: `uptime` = seconds of (host BOOTTIME + boottime offset), rounded up.
+///
+/// # Safety
+/// `info` must be valid for writing a `struct sysinfo`.
+pub unsafe fn ns_sysinfo(info: *mut libc::sysinfo) -> c_int {
+    let rc = match state::real(&real::SYSINFO) {
+        // SAFETY: the real sysinfo with the caller's argument.
+        Some(f) => unsafe { f(info) },
+        // SAFETY: the sysinfo system call with the caller's argument.
+        None => sys::to_libc_int(unsafe {
+            sys::raw(libc::SYS_sysinfo, [info as c_long, 0, 0, 0, 0, 0])
+        }),
+    };
+    if rc == 0 {
+        // SAFETY: sysinfo succeeded, so `info` is valid.
+        unsafe { fix_uptime(info) };
+    }
+    rc
+}
+
+/// # Safety
+/// `info` is a valid, filled `struct sysinfo`.
+pub unsafe fn fix_uptime(info: *mut libc::sysinfo) {
+    let Some(offsets) = state::current_offsets() else {
+        return;
+    };
+    let mut ts = timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a timespec we own.
+    if unsafe { host_clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return;
+    }
+    let (sec, nsec) = time::add_offset(ts.tv_sec, ts.tv_nsec, offsets.boottime);
+    // SAFETY: the caller guarantees `info` is valid.
+    unsafe { (*info).uptime = sec.wrapping_add(i64::from(nsec != 0)) };
+}
+
+#[cfg(not(test))]
+mod exports {
+    use super::*;
+
+    #[no_mangle]
+    pub unsafe extern "C" fn clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+        // SAFETY: libc's contract, forwarded.
+        unsafe { ns_clock_gettime(clock, tp) }
+    }
+
+    /// glibc's GLIBC_PRIVATE alias, called by name from some of its own libraries.
+    #[no_mangle]
+    pub unsafe extern "C" fn __clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+        // SAFETY: libc's contract, forwarded.
+        unsafe { ns_clock_gettime(clock, tp) }
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn sysinfo(info: *mut libc::sysinfo) -> c_int {
+        // SAFETY: libc's contract, forwarded.
+        unsafe { ns_sysinfo(info) }
+    }
+}

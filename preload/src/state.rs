@@ -1,0 +1,253 @@
+//! The library's process-wide state, all in static atomics: whether init has run, the mapped
+//! offset store, and the caller's two namespaces (`time` and `time_for_children`) as store slots.
+//!
+//! Init happens once, in the library constructor (or lazily in whichever interposer runs first).
+//! While it runs, any interposed call (another thread, or a signal handler interrupting init)
+//! sees "not ready" and falls back to the raw system call: never recursion, never a lock.
+
+use std::ffi::{c_long, CStr};
+use std::path::Path;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+
+use timens::store::{SlotRef, StoreReader};
+use timens::{Offsets, INIT_TIME_INUM};
+
+use crate::parse;
+use crate::real;
+use crate::sys::{self, debug, Part::*};
+
+/// Where `timens run` puts the store and the control socket inside a sandbox (read-only bind
+/// mounts under the /proc overlay). Outside a sandbox the store does not exist and the library
+/// passes everything through.
+pub const STORE_PATH: &str = "/proc/.timens/store";
+pub const CONTROL_PATH: &str = "/proc/.timens/control.sock";
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+
+static PHASE: AtomicU8 = AtomicU8::new(UNINIT);
+
+/// The mapped store (leaked: it lives as long as the process image), or NULL outside a sandbox.
+static STORE: AtomicPtr<StoreReader> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A namespace as the clock path needs it: [`NO_SLOT`] for "zero offsets" (the initial
+/// namespace, or not in a sandbox), else `index << 32 | generation`.
+pub const NO_SLOT: u64 = u64::MAX;
+static TIME: AtomicU64 = AtomicU64::new(NO_SLOT);
+static TIME_FOR_CHILDREN: AtomicU64 = AtomicU64::new(NO_SLOT);
+
+pub fn pack(slot: SlotRef) -> u64 {
+    (u64::from(slot.index) << 32) | u64::from(slot.generation)
+}
+
+fn unpack(v: u64) -> SlotRef {
+    SlotRef {
+        index: (v >> 32) as u32,
+        generation: v as u32,
+    }
+}
+
+/// Whether init has completed; runs it if nobody has started it. `false` means "fall back to
+/// the raw system call".
+#[inline(always)]
+pub fn ready() -> bool {
+    PHASE.load(Ordering::Acquire) == READY || init_slow()
+}
+
+/// A real libc function, initialising first if needed; `None` means "fall back".
+#[inline(always)]
+pub fn real<F: Copy>(f: &crate::sys::Real<F>) -> Option<F> {
+    if ready() {
+        f.get()
+    } else {
+        None
+    }
+}
+
+#[cold]
+fn init_slow() -> bool {
+    match PHASE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {
+            init();
+            PHASE.store(READY, Ordering::Release);
+            true
+        }
+        Err(phase) => phase == READY,
+    }
+}
+
+fn init() {
+    sys::init_debug();
+    real::resolve_all();
+    if another_copy_first() {
+        // Two different files of this library loaded (say ld.so.preload and LD_PRELOAD): the
+        // first one shifts, and calls this one as its "real" functions, so this one must pass
+        // everything through or clocks would be shifted twice.
+        debug(&[S(
+            b"another copy of the library is loaded first: passing through",
+        )]);
+        return;
+    }
+    let store = match StoreReader::open(Path::new(STORE_PATH)) {
+        Ok(s) => s,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                debug(&[
+                    S(b"offset store unusable, passing clocks through: errno "),
+                    I(i64::from(e.raw_os_error().unwrap_or(0))),
+                ]);
+            }
+            return;
+        }
+    };
+    let store: &'static StoreReader = Box::leak(Box::new(store));
+    let time = ns_slot(store, c"/proc/self/ns/time");
+    let tfc = ns_slot(store, c"/proc/self/ns/time_for_children");
+    TIME.store(time, Ordering::Relaxed);
+    TIME_FOR_CHILDREN.store(tfc, Ordering::Relaxed);
+    STORE.store(std::ptr::from_ref(store).cast_mut(), Ordering::Release);
+    // B1: a forked child enters its parent's time_for_children.
+    // SAFETY: registers a handler that only stores atomics; glibc runs it in the child of fork().
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(crate::ns::after_fork_in_child)) };
+    if rc != 0 {
+        debug(&[S(b"pthread_atfork failed: "), I(i64::from(rc))]);
+    }
+    debug(&[
+        S(b"in a sandbox: time slot "),
+        I(slot_index(time)),
+        S(b", time_for_children slot "),
+        I(slot_index(tfc)),
+    ]);
+}
+
+/// Exported so that a second copy of the library can tell that it is not the first.
+#[cfg(not(test))]
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static timens_preload_marker: u8 = 1;
+
+/// Whether the first `timens_preload_marker` in the global scope belongs to another object
+/// than this one (compared by load base: a reference to our own exported symbol could itself
+/// be resolved to the other copy).
+fn another_copy_first() -> bool {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
+    let first = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"timens_preload_marker".as_ptr()) };
+    if first.is_null() {
+        return false;
+    }
+    // SAFETY: all-zero Dl_info values are valid to overwrite; dladdr only reads the addresses.
+    unsafe {
+        let mut theirs: libc::Dl_info = std::mem::zeroed();
+        let mut ours: libc::Dl_info = std::mem::zeroed();
+        let own_code = init as *const () as *const std::ffi::c_void;
+        if libc::dladdr(first, &mut theirs) == 0 || libc::dladdr(own_code, &mut ours) == 0 {
+            return false;
+        }
+        theirs.dli_fbase != ours.dli_fbase
+    }
+}
+
+fn slot_index(v: u64) -> i64 {
+    if v == NO_SLOT {
+        -1
+    } else {
+        i64::from(unpack(v).index)
+    }
+}
+
+/// The slot of the namespace a `/proc/self/ns/time*` link names.
+fn ns_slot(store: &StoreReader, link: &CStr) -> u64 {
+    let mut buf = [0u8; 64];
+    // SAFETY: readlink into a buffer we own, its length passed.
+    let n = unsafe {
+        sys::raw(
+            libc::SYS_readlinkat,
+            [
+                libc::AT_FDCWD as c_long,
+                link.as_ptr() as c_long,
+                buf.as_mut_ptr() as c_long,
+                buf.len() as c_long,
+                0,
+                0,
+            ],
+        )
+    };
+    if sys::is_err(n) {
+        debug(&[
+            S(b"readlink "),
+            S(link.to_bytes()),
+            S(b" failed: errno "),
+            I(-n),
+        ]);
+        return NO_SLOT;
+    }
+    let Some(inum) = parse::ns_link_inum(&buf[..n as usize]) else {
+        debug(&[S(b"not a time namespace link: "), S(&buf[..n as usize])]);
+        return NO_SLOT;
+    };
+    if inum == INIT_TIME_INUM {
+        return NO_SLOT;
+    }
+    match store.slot_for_inum(inum) {
+        Some(slot) => pack(slot),
+        None => {
+            debug(&[
+                S(b"no live store slot for time:["),
+                I(i64::from(inum)),
+                S(b"]"),
+            ]);
+            NO_SLOT
+        }
+    }
+}
+
+/// Whether this process runs inside a timensfs sandbox (the store was found).
+pub fn in_sandbox() -> bool {
+    ready() && !STORE.load(Ordering::Acquire).is_null()
+}
+
+/// The offsets of the caller's current time namespace; `None` means zero offsets. Lock-free,
+/// allocation-free, async-signal-safe.
+#[inline(always)]
+pub fn current_offsets() -> Option<Offsets> {
+    let v = TIME.load(Ordering::Relaxed);
+    if v == NO_SLOT {
+        return None;
+    }
+    let store = STORE.load(Ordering::Acquire);
+    if store.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
+    let store = unsafe { &*store };
+    store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets)
+}
+
+pub fn time_slot() -> u64 {
+    TIME.load(Ordering::Relaxed)
+}
+
+pub fn tfc_slot() -> u64 {
+    TIME_FOR_CHILDREN.load(Ordering::Relaxed)
+}
+
+pub fn set_time(v: u64) {
+    TIME.store(v, Ordering::Relaxed);
+}
+
+pub fn set_tfc(v: u64) {
+    TIME_FOR_CHILDREN.store(v, Ordering::Relaxed);
+}
+
+/// A slot named by the daemon (`index == INIT_SLOT_INDEX` is the initial namespace).
+pub fn from_proto(slot: timens_proto::NsSlot) -> u64 {
+    if slot.index == timens_proto::INIT_SLOT_INDEX {
+        NO_SLOT
+    } else {
+        pack(SlotRef {
+            index: slot.index,
+            generation: slot.generation,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! The clock library outside a sandbox: a pure pass-through. Every clock equals the host's,
+//! `syscall()` forwards everything, deadlines are untouched, nothing is printed; plus the glibc
+//! facts the library relies on (condvar clock bit, cancellation through the interposers).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn clocks_pass_through() {
+    let Some((lib, progs)) = host_setup("clocks_pass_through", &["clocks"]) else {
+        return;
+    };
+    let before = host_clocks();
+    let boot_before = now_ns(libc::CLOCK_BOOTTIME);
+    let f = run_preloaded(&lib, &[&progs[0]]);
+    let boot_after = now_ns(libc::CLOCK_BOOTTIME);
+    let after = host_clocks();
+    assert_success("clocks", &f);
+    assert_eq!(f.stderr, "", "the library must be silent");
+    let out = parse_clocks(&f.stdout);
+    check_clocks(&out, &before, &after, |_| 0);
+    let ceil = |ns: i128| (ns + 999_999_999) / 1_000_000_000;
+    for key in ["uptime", "sys_uptime"] {
+        let up: i128 = out.values[key].parse().unwrap();
+        assert!(
+            (ceil(boot_before)..=ceil(boot_after)).contains(&up),
+            "{key} {up} outside [{}, {}]",
+            ceil(boot_before),
+            ceil(boot_after)
+        );
+    }
+    assert_eq!(out.values["getpid"], "ok", "syscall(SYS_getpid)");
+    assert_eq!(
+        out.values["bad_clock"],
+        format!("-1 {}", libc::EINVAL),
+        "syscall() returns -1 with errno"
+    );
+}
+
+/// Every wait of `tests/c/waits.c`.
+pub const WAIT_MODES: [&str; 18] = [
+    "clock_nanosleep",
+    "clock_nanosleep_boottime",
+    "sys_clock_nanosleep",
+    "timer_settime",
+    "timer_settime_boottime",
+    "sys_timer_settime",
+    "timerfd_settime",
+    "timerfd_settime_boottime",
+    "sys_timerfd_settime",
+    "pthread_cond_timedwait",
+    "pthread_cond_clockwait",
+    "sem_clockwait",
+    "pthread_mutex_clocklock",
+    "pthread_rwlock_clockrdlock",
+    "pthread_rwlock_clockwrlock",
+    "pthread_clockjoin_np",
+    "futex_wait_bitset",
+    "futex_waitv",
+];
+
+#[test]
+fn deadlines_pass_through() {
+    let Some((lib, progs)) = host_setup("deadlines_pass_through", &["waits"]) else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for mode in WAIT_MODES {
+            let (lib, prog) = (&lib, &progs[0]);
+            s.spawn(move || {
+                let f = run_preloaded(lib, &[prog.as_os_str(), mode.as_ref(), "near".as_ref()]);
+                assert_success(mode, &f);
+                let elapsed: f64 = f
+                    .stdout
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{mode}: bad output {:?}", f.stdout));
+                assert!(
+                    (0.1e9..2e9).contains(&elapsed),
+                    "{mode}: a 0.2 s deadline took {elapsed} ns"
+                );
+            });
+        }
+    });
+}
+
+/// glibc 2.36 x86_64 keeps a condvar's clock in bit 1 of the u32 at byte 36 (`__wrefs`); the
+/// library's `pthread_cond_timedwait` reads it there.
+#[test]
+fn condvar_clock_bit_layout() {
+    let Some((_, progs)) = host_setup("condvar_clock_bit_layout", &["condvar_layout"]) else {
+        return;
+    };
+    let f = timensfs_tests::sandbox::run(&mut std::process::Command::new(&progs[0]));
+    assert_success("condvar_layout", &f);
+    assert_eq!(f.stdout.trim(), "size 48 plain 0 realtime 0 monotonic 1");
+}
+
+/// pthread_cancel of threads blocked in the interposed cancellation points: glibc's forced
+/// unwind must pass through the interposers' frames (they are "C-unwind").
+#[test]
+fn cancellation_passes_through_interposers() {
+    let Some((lib, progs)) = host_setup("cancellation_passes_through_interposers", &["cancel"])
+    else {
+        return;
+    };
+    let f = run_preloaded(&lib, &[&progs[0]]);
+    assert_success("cancel", &f);
+    assert_eq!(f.stdout.trim(), "cancelled 5");
+}
+
+/// Processes that never touch a clock still run normally (init cost, fork, exec).
+#[test]
+fn everyday_programs_run() {
+    let Some((lib, _)) = host_setup("everyday_programs_run", &[]) else {
+        return;
+    };
+    let f = run_preloaded(
+        &lib,
+        &[
+            "bash",
+            "-c",
+            "x=$(echo hi | tr a-z A-Z); sleep 0.01; date +%s >/dev/null; echo $x",
+        ],
+    );
+    assert_success("bash", &f);
+    assert_eq!(f.stdout.trim(), "HI");
+    assert_eq!(f.stderr, "");
+}
