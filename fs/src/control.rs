@@ -339,6 +339,8 @@ fn create_sandbox(
         pidns_level,
         mntns: mntns_inum,
         tgid_cache: Default::default(),
+        host_uptime: Default::default(),
+        host_stat: Default::default(),
         fd_as_link,
         by_nspid: Default::default(),
         notifier: Default::default(),
@@ -377,7 +379,12 @@ fn create_sandbox(
     let overlay = Overlay::new(daemon.clone(), sb.clone());
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(2);
+    config.n_threads = Some(
+        std::env::var("TIMENSFS_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2),
+    );
     config.clone_fd = true;
     let session = match fuser::Session::from_fd(overlay, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,

@@ -8,6 +8,7 @@ mod control;
 mod nsops;
 mod overlay;
 mod pio;
+mod rootfile;
 mod state;
 
 use clap::Parser;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::pio;
+use crate::rootfile::RootFile;
 use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
 use timens_sys::creds;
 
@@ -234,9 +235,6 @@ pub struct Overlay {
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, DirList>>,
     next_fh: AtomicU64,
-    /// The sandbox's own /proc/uptime and /proc/stat, kept open (read with pread).
-    host_uptime: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
-    host_stat: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
     uid: u32,
     gid: u32,
 }
@@ -284,8 +282,6 @@ impl Overlay {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            host_uptime: Default::default(),
-            host_stat: Default::default(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             // SAFETY: as above.
@@ -309,19 +305,6 @@ impl Overlay {
             if let Err(e) = n.store(ino, SPLICE_SIZE - 1, &[0]) {
                 tracing::warn!(error = %e, "notify store");
             }
-        }
-    }
-
-    /// A root file of the sandbox's procfs, read through a kept-open fd.
-    fn read_root_file(&self, which: &'static str) -> io::Result<Vec<u8>> {
-        let cell = if which == "uptime" {
-            &self.host_uptime
-        } else {
-            &self.host_stat
-        };
-        match cell.get_or_init(|| pio::open_at(self.procfs(), which, libc::O_RDONLY).ok()) {
-            Some(fd) => pio::pread_all(fd),
-            None => pio::read_at(self.procfs(), which),
         }
     }
 
@@ -890,16 +873,9 @@ impl Overlay {
     fn render(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
         match key {
             Key::Uptime => {
-                let host = self.read_root_file("uptime").map_err(|e| errno_of(&e))?;
-                let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
-                let now = pio::clock_now(libc::CLOCK_BOOTTIME).add_normalized(off);
-                procview::render_uptime(&host, now).map_err(|_| Errno::EIO)
+                crate::rootfile::render(&self.daemon, &self.sb, RootFile::Uptime, req.pid())
             }
-            Key::Stat => {
-                let host = self.read_root_file("stat").map_err(|e| errno_of(&e))?;
-                let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
-                procview::rewrite_stat_btime(&host, off, host_boot_nsec()).map_err(|_| Errno::EIO)
-            }
+            Key::Stat => crate::rootfile::render(&self.daemon, &self.sb, RootFile::Stat, req.pid()),
             Key::PidStat(p) => {
                 // Read as the caller: do_task_stat hides some fields from non-permitted readers.
                 let host = self
@@ -1004,13 +980,6 @@ impl Overlay {
         }
         Ok(count)
     }
-}
-
-/// Nanoseconds of the host's boot time (REALTIME − BOOTTIME), for btime with sub-second offsets.
-fn host_boot_nsec() -> i64 {
-    let r = pio::clock_now(libc::CLOCK_REALTIME);
-    let b = pio::clock_now(libc::CLOCK_BOOTTIME);
-    r.sub_normalized(b).nsec
 }
 
 impl Filesystem for Overlay {
@@ -1316,6 +1285,21 @@ impl Filesystem for Overlay {
     ) {
         // procfs files carry no extended attributes.
         reply.error(Errno::ENODATA);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // procfs files answer terminal and other ioctls with ENOTTY.
+        reply.error(Errno::ENOTTY);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {

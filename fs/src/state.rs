@@ -61,6 +61,9 @@ pub struct Sandbox {
     pub pidns_level: usize,
     /// The sandbox's mount namespace (its members live in it, or below it).
     pub mntns: u64,
+    /// The sandbox's own /proc/uptime and /proc/stat, kept open (read with pread).
+    pub host_uptime: std::sync::OnceLock<Option<OwnedFd>>,
+    pub host_stat: std::sync::OnceLock<Option<OwnedFd>>,
     /// Serve `PID/fd` as a link into the real procfs (OCI containers), not as a directory.
     pub fd_as_link: bool,
     /// Sandbox tid -> sandbox tgid of recent callers (`/proc/self`), dropped at their exit.

@@ -92,30 +92,17 @@ pub fn attach(handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
 /// [`attach`] for a root file system at `root` (a container's rootfs before pivot_root).
 pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Request) -> u32 {
     let proc_dir = root.join("proc");
-    // Connect before /proc is covered: the connection goes through /proc/self/fd.
-    let sock = handles
-        .connect()
-        .unwrap_or_else(|e| os_err("connecting to timensfs", e));
-    let fuse = match mountapi::mount_fuse(&proc_dir, "timensfs", "timensfs") {
-        Ok(f) => f,
-        // A container has no /dev/fuse, or its device cgroup refuses it: the daemon opens it.
-        Err(e)
-            if matches!(
-                timens_sys::errno_of(&e),
-                Some(libc::EPERM | libc::EACCES | libc::ENOENT | libc::ENXIO)
-            ) =>
-        {
-            let fd = handles
+    // Connect before /proc is covered: the connections go through /proc/self/fd (one request
+    // each: the sandbox, and /dev/fuse from the daemon if this namespace cannot open it).
+    let mut conns: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            handles
                 .connect()
-                .and_then(|s| timens_proto::call_recv_fds(&s, &Request::OpenFuse))
-                .ok()
-                .and_then(|(r, mut fds)| matches!(r, Response::FuseFd).then(|| fds.pop()).flatten())
-                .unwrap_or_else(|| os_err("mounting the overlay on /proc", e));
-            mountapi::mount_fuse_fd(&proc_dir, fd, "timensfs", "timensfs")
-                .unwrap_or_else(|e| os_err("mounting the overlay on /proc", e))
-        }
-        Err(e) => os_err("mounting the overlay on /proc", e),
-    };
+                .unwrap_or_else(|e| os_err("connecting to timensfs", e))
+        })
+        .collect();
+    let sock = conns.pop().unwrap_or_else(|| die(1, "no connection"));
+    let fuse = mount_fuse_here(&proc_dir, &mut conns, 0o40555, "/proc");
     let inum = match timens_proto::call(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
         Ok(Response::Created { inum }) => inum,
         Ok(Response::Error { errno, message }) => {
@@ -172,6 +159,39 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
         remount_readonly_exec(dst);
     }
     inum
+}
+
+/// Mounts a FUSE file system at `target` (rootmode: directory or regular file). A container
+/// has no /dev/fuse, or its device cgroup refuses it: then the daemon opens it for us.
+fn mount_fuse_here(
+    target: &Path,
+    conns: &mut Vec<UnixStream>,
+    rootmode: u32,
+    what: &str,
+) -> OwnedFd {
+    let fail = |e: std::io::Error| -> ! { os_err(&format!("mounting the overlay on {what}"), e) };
+    let fd = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(f) => OwnedFd::from(f),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ENOENT | libc::ENXIO)
+            ) =>
+        {
+            conns
+                .pop()
+                .and_then(|s| timens_proto::call_recv_fds(&s, &Request::OpenFuse).ok())
+                .and_then(|(r, mut fds)| matches!(r, Response::FuseFd).then(|| fds.pop()).flatten())
+                .unwrap_or_else(|| fail(e))
+        }
+        Err(e) => fail(e),
+    };
+    mountapi::mount_fuse_root(target, fd, "timensfs", "timensfs", rootmode)
+        .unwrap_or_else(|e| fail(e))
 }
 
 fn remount_readonly_exec(path: &Path) {

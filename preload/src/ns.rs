@@ -36,6 +36,12 @@ const CLONE_ARGS_SIZE_VER0: usize = 64;
 /// The largest `struct clone_args` copied; larger ones must be zero beyond this (E2BIG).
 const CLONE_ARGS_MAX: usize = 512;
 
+/// Before a fork (atfork prepare): make sure time_for_children is known, so the child need
+/// not ask.
+pub extern "C" fn before_fork() {
+    state::tfc_slot();
+}
+
 /// B1: in the child of a fork, the namespace to run in is the parent's time_for_children. POSIX
 /// timers are not inherited. Only atomics: safe in a forked child of a threaded process.
 pub extern "C" fn after_fork_in_child() {
@@ -206,6 +212,9 @@ pub unsafe fn clone3(a: [c_long; 6]) -> c_long {
     };
     let fork_like = flags & libc::CLONE_VM as u64 == 0 && stack == 0;
     if flags & CLONE_NEWTIME as u64 == 0 || stack != 0 {
+        if fork_like {
+            state::tfc_slot();
+        }
         // SAFETY: forwarded unchanged.
         let r = unsafe { sys::raw(libc::SYS_clone3, a) };
         if r == 0 && fork_like {
@@ -318,6 +327,7 @@ mod exports {
             sys::set_errno(libc::ENOSYS);
             return -1;
         };
+        state::tfc_slot();
         // SAFETY: the real _Fork.
         let pid = unsafe { f() };
         if pid == 0 {

@@ -36,6 +36,8 @@ static STORE: AtomicPtr<StoreReader> = AtomicPtr::new(std::ptr::null_mut());
 pub const NO_SLOT: u64 = u64::MAX;
 static TIME: AtomicU64 = AtomicU64::new(NO_SLOT);
 static TIME_FOR_CHILDREN: AtomicU64 = AtomicU64::new(NO_SLOT);
+/// `TIME_FOR_CHILDREN` not read yet (see [`tfc_slot`]).
+const UNKNOWN: u64 = u64::MAX - 1;
 
 pub fn pack(slot: SlotRef) -> u64 {
     (u64::from(slot.index) << 32) | u64::from(slot.generation)
@@ -65,8 +67,10 @@ pub fn real<F: Copy>(f: &crate::sys::Real<F>) -> Option<F> {
     }
 }
 
+/// `extern "C"`: a panic during init (there is none to expect) aborts, even when init runs
+/// lazily inside a `"C-unwind"` interposer.
 #[cold]
-fn init_slow() -> bool {
+extern "C" fn init_slow() -> bool {
     match PHASE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {
             init();
@@ -103,22 +107,24 @@ fn init() {
     };
     let store: &'static StoreReader = Box::leak(Box::new(store));
     let time = ns_slot(store, c"/proc/self/ns/time");
-    let tfc = ns_slot(store, c"/proc/self/ns/time_for_children");
     TIME.store(time, Ordering::Relaxed);
-    TIME_FOR_CHILDREN.store(tfc, Ordering::Relaxed);
+    // time_for_children is needed only when a child is made: read it then (each readlink is a
+    // FUSE round trip, and most processes never fork).
+    TIME_FOR_CHILDREN.store(UNKNOWN, Ordering::Relaxed);
     STORE.store(std::ptr::from_ref(store).cast_mut(), Ordering::Release);
-    // B1: a forked child enters its parent's time_for_children.
-    // SAFETY: registers a handler that only stores atomics; glibc runs it in the child of fork().
-    let rc = unsafe { libc::pthread_atfork(None, None, Some(crate::ns::after_fork_in_child)) };
+    // B1: a forked child enters its parent's time_for_children, read before the fork.
+    // SAFETY: registers handlers that make one readlink (prepare) and store atomics (child).
+    let rc = unsafe {
+        libc::pthread_atfork(
+            Some(crate::ns::before_fork),
+            None,
+            Some(crate::ns::after_fork_in_child),
+        )
+    };
     if rc != 0 {
         debug(&[S(b"pthread_atfork failed: "), I(i64::from(rc))]);
     }
-    debug(&[
-        S(b"in a sandbox: time slot "),
-        I(slot_index(time)),
-        S(b", time_for_children slot "),
-        I(slot_index(tfc)),
-    ]);
+    debug(&[S(b"in a sandbox: time slot "), I(slot_index(time))]);
 }
 
 /// Exported so that a second copy of the library can tell that it is not the first.
@@ -228,8 +234,24 @@ pub fn time_slot() -> u64 {
     TIME.load(Ordering::Relaxed)
 }
 
+/// The time_for_children slot, read from `/proc/self/ns/time_for_children` on first use (a
+/// readlink: async-signal-safe, but not for the clock path).
 pub fn tfc_slot() -> u64 {
-    TIME_FOR_CHILDREN.load(Ordering::Relaxed)
+    let v = TIME_FOR_CHILDREN.load(Ordering::Relaxed);
+    if v != UNKNOWN {
+        return v;
+    }
+    let store = STORE.load(Ordering::Acquire);
+    if store.is_null() {
+        return NO_SLOT;
+    }
+    // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
+    let read = ns_slot(unsafe { &*store }, c"/proc/self/ns/time_for_children");
+    // Keep a value set meanwhile by unshare or setns.
+    match TIME_FOR_CHILDREN.compare_exchange(UNKNOWN, read, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => read,
+        Err(current) => current,
+    }
 }
 
 pub fn set_time(v: u64) {

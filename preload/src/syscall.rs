@@ -70,6 +70,7 @@ pub unsafe fn dispatch(n: c_long, a: [c_long; 6]) -> c_long {
             libc::SYS_setns => ns::setns(a[0], a[1]),
             libc::SYS_clone3 => ns::clone3(a),
             libc::SYS_fork => {
+                state::tfc_slot();
                 let r = sys::raw(n, a);
                 if r == 0 {
                     ns::after_fork_in_child();
@@ -77,9 +78,13 @@ pub unsafe fn dispatch(n: c_long, a: [c_long; 6]) -> c_long {
                 r
             }
             libc::SYS_clone => {
-                let r = sys::raw(n, a);
                 // Fork-like only: no shared memory, no child stack (B1).
-                if r == 0 && a[0] & c_long::from(libc::CLONE_VM) == 0 && a[1] == 0 {
+                let fork_like = a[0] & c_long::from(libc::CLONE_VM) == 0 && a[1] == 0;
+                if fork_like {
+                    state::tfc_slot();
+                }
+                let r = sys::raw(n, a);
+                if r == 0 && fork_like {
                     ns::after_fork_in_child();
                 }
                 r

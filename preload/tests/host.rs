@@ -38,28 +38,6 @@ fn clocks_pass_through() {
     );
 }
 
-/// Every wait of `tests/c/waits.c`.
-pub const WAIT_MODES: [&str; 18] = [
-    "clock_nanosleep",
-    "clock_nanosleep_boottime",
-    "sys_clock_nanosleep",
-    "timer_settime",
-    "timer_settime_boottime",
-    "sys_timer_settime",
-    "timerfd_settime",
-    "timerfd_settime_boottime",
-    "sys_timerfd_settime",
-    "pthread_cond_timedwait",
-    "pthread_cond_clockwait",
-    "sem_clockwait",
-    "pthread_mutex_clocklock",
-    "pthread_rwlock_clockrdlock",
-    "pthread_rwlock_clockwrlock",
-    "pthread_clockjoin_np",
-    "futex_wait_bitset",
-    "futex_waitv",
-];
-
 #[test]
 fn deadlines_pass_through() {
     let Some((lib, progs)) = host_setup("deadlines_pass_through", &["waits"]) else {

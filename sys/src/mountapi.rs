@@ -225,8 +225,20 @@ pub fn mount_fuse_fd(
     fsname: &str,
     subtype: &str,
 ) -> io::Result<OwnedFd> {
+    mount_fuse_root(target, fuse, fsname, subtype, 0o40555)
+}
+
+/// [`mount_fuse_fd`] with the root's file mode given: `0o100444` mounts a file system whose root
+/// is a regular file, over a file.
+pub fn mount_fuse_root(
+    target: &Path,
+    fuse: OwnedFd,
+    fsname: &str,
+    subtype: &str,
+    rootmode: u32,
+) -> io::Result<OwnedFd> {
     let data = format!(
-        "fd={},rootmode=40555,user_id=0,group_id=0,allow_other",
+        "fd={},rootmode={rootmode:o},user_id=0,group_id=0,allow_other",
         fuse.as_raw_fd()
     );
     let fstype = format!("fuse.{subtype}");

@@ -139,6 +139,23 @@ bg_start() {
 	track_pid "$BG_PID"
 }
 
+# wait_exit PID: sets EXIT_STATUS to the exit status of a background child of this test,
+# waiting at most $HANG s (hang protection); fails if it is still running then. Not in $(...):
+# only this shell can wait for its children.
+wait_exit() {
+	local i
+	for ((i = 0; i < HANG * 20; i++)); do
+		is_alive "$1" || break
+		sleep 0.05
+	done
+	if is_alive "$1"; then
+		echo "pid $1 still running after $HANG s" >&2
+		return 1
+	fi
+	EXIT_STATUS=0
+	wait "$1" || EXIT_STATUS=$?
+}
+
 # The pid in DIR/timensfs.pid (DIR: $STATE by default; remembered for teardown), or failure.
 daemon_pid() {
 	local pid

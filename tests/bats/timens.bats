@@ -213,28 +213,31 @@ same_as_unshare() {
 
 @test "run --pid: sandbox init killed from the host by SIGKILL gives 137" {
 	requires sandbox
-	local init rc=0
-	bg_sandbox "$STATE/bg.out" --pid -- sleep 300
+	local init
+	bg_sandbox "$STATE/bg.out" --pid -- bash -c 'echo up; exec sleep 300'
+	wait_line "$STATE/bg.out" '^up$'
 	init=$(only_child "$BG_PID")
+	assert_eq "$(cat "/proc/$init/comm")" sleep "the relay's child"
 	kill -KILL "$init"
-	wait "$BG_PID" || rc=$?
-	assert_eq "$rc" 137 "exit status of timens run --pid"
+	wait_exit "$BG_PID"
+	assert_eq "$EXIT_STATUS" 137 "exit status of timens run --pid"
 }
 
 @test "run a missing command: exit 127, one line on stderr" {
 	requires sandbox
-	run --separate-stderr trun -- timens-no-such-command-xyz
-	[ "$status" -eq 127 ]
+	run -127 --separate-stderr trun -- timens-no-such-command-xyz
 	assert_eq "$(grep -c '' <<<"$stderr")" 1 "stderr lines: $stderr"
 	assert_contains "$stderr" "timens-no-such-command-xyz"
-	run --separate-stderr trun --pid -- timens-no-such-command-xyz
-	[ "$status" -eq 127 ]
+	run -127 --separate-stderr trun --pid -- timens-no-such-command-xyz
 }
 
 @test "run a command that is not executable: exit 126" {
 	requires sandbox
-	run --separate-stderr trun -- /etc/hostname
+	printf '#!/bin/sh\necho ran\n' >"$STATE/script"
+	chmod 644 "$STATE/script"
+	run --separate-stderr trun -- "$STATE/script"
 	[ "$status" -eq 126 ]
+	assert_eq "$output" ""
 	assert_contains "$stderr" "Permission denied"
 }
 

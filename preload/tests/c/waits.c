@@ -1,5 +1,6 @@
 /* waits MODE near|past: one absolute-deadline wait, deadline = now + 0.2 s read from the
- * program's own (possibly shifted) clock, or absolute 500 s. Prints "elapsed <ns> result <r>"
+ * program's own (possibly shifted) clock, or absolute 500 s (the *_relative modes: a relative
+ * 0.2 s or 0; the *_realtime modes use CLOCK_REALTIME, which is never translated). Prints "elapsed <ns> result <r>"
  * and exits 0 if the wait ended the expected way. A 10 s alarm is the watchdog: a wait whose
  * deadline was not translated hangs and dies of SIGALRM. */
 #define _GNU_SOURCE
@@ -68,7 +69,14 @@ static int timer_mode(clockid_t c, int past, int raw) {
     struct itimerspec its;
     memset(&its, 0, sizeof its);
     its.it_value = deadline(c, past);
-    if (raw) {
+    if (raw == 2) {
+        /* More timers than the library's table holds: the last one's clock comes from
+         * /proc/self/timers. */
+        timer_t t;
+        for (int i = 0; i < 300; i++)
+            if (timer_create(c, &ev, &t) != 0) return -errno;
+        if (timer_settime(t, TIMER_ABSTIME, &its, NULL) != 0) return -errno;
+    } else if (raw) {
         int kid;
         if (syscall(SYS_timer_create, c, &ev, &kid) != 0) return -errno;
         if (syscall(SYS_timer_settime, kid, TIMER_ABSTIME, &its, NULL) != 0) return -errno;
@@ -84,6 +92,12 @@ static int timer_mode(clockid_t c, int past, int raw) {
 static int timerfd_mode(clockid_t c, int past, int raw) {
     int fd = raw ? (int)syscall(SYS_timerfd_create, c, 0) : timerfd_create(c, 0);
     if (fd < 0) return -errno;
+    if (raw == 2) {
+        /* A copy the library never saw created: its clock comes from /proc/self/fdinfo. */
+        int copy = dup(fd);
+        close(fd);
+        fd = copy;
+    }
     struct itimerspec its;
     memset(&its, 0, sizeof its);
     its.it_value = deadline(c, past);
@@ -112,6 +126,20 @@ int main(int argc, char **argv) {
         struct timespec d = deadline(CLOCK_BOOTTIME, past);
         r = clock_nanosleep(CLOCK_BOOTTIME, TIMER_ABSTIME, &d, NULL);
         ok = r == 0;
+    } else if (!strcmp(m, "clock_nanosleep_realtime")) {
+        struct timespec d = deadline(CLOCK_REALTIME, past);
+        r = clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &d, NULL);
+        ok = r == 0;
+    } else if (!strcmp(m, "clock_nanosleep_relative")) {
+        struct timespec d = {0, past ? 0 : 200000000};
+        r = clock_nanosleep(CLOCK_MONOTONIC, 0, &d, NULL);
+        ok = r == 0;
+    } else if (!strcmp(m, "futex_wait_relative")) {
+        uint32_t word = 0;
+        struct timespec d = {0, past ? 0 : 200000000};
+        r = (int)syscall(SYS_futex, &word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 0, &d, NULL, 0) == 0
+                ? 0 : errno;
+        ok = r == ETIMEDOUT;
     } else if (!strcmp(m, "sys_clock_nanosleep")) {
         struct timespec d = deadline(CLOCK_MONOTONIC, past);
         r = (int)syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, TIMER_ABSTIME, &d, NULL);
@@ -124,6 +152,12 @@ int main(int argc, char **argv) {
         ok = r == 0;
     } else if (!strcmp(m, "sys_timer_settime")) {
         r = timer_mode(CLOCK_MONOTONIC, past, 1);
+        ok = r == 0;
+    } else if (!strcmp(m, "timer_settime_untracked")) {
+        r = timer_mode(CLOCK_MONOTONIC, past, 2);
+        ok = r == 0;
+    } else if (!strcmp(m, "timerfd_settime_dup")) {
+        r = timerfd_mode(CLOCK_MONOTONIC, past, 2);
         ok = r == 0;
     } else if (!strcmp(m, "timerfd_settime")) {
         r = timerfd_mode(CLOCK_MONOTONIC, past, 0);
@@ -143,6 +177,13 @@ int main(int argc, char **argv) {
         pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
         pthread_mutex_lock(&mu);
         struct timespec d = deadline(CLOCK_MONOTONIC, past);
+        r = pthread_cond_timedwait(&c, &mu, &d);
+        ok = r == ETIMEDOUT;
+    } else if (!strcmp(m, "pthread_cond_timedwait_realtime")) {
+        pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+        pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&mu);
+        struct timespec d = deadline(CLOCK_REALTIME, past);
         r = pthread_cond_timedwait(&c, &mu, &d);
         ok = r == ETIMEDOUT;
     } else if (!strcmp(m, "pthread_cond_clockwait")) {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use timensfs_tests::harness::run_with_timeout;
@@ -17,9 +17,55 @@ pub use timensfs_tests::sandbox::{Env, Needs};
 /// Hang protection for one program run (the programs have their own 10-15 s alarms).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `libtimens_preload.so`: `$TIMENS_PRELOAD_LIB`, else the target directory of this test.
+/// `libtimens_preload.so`: `$TIMENS_PRELOAD_LIB`, else the one in this test's target
+/// directory, rebuilt first: `cargo test` builds the tests but not the cdylib, and a stale
+/// library would test old code.
 pub fn library() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    if std::env::var_os("TIMENS_PRELOAD_LIB").is_none() {
+        BUILT.get_or_init(build_library).clone()?;
+    }
     timensfs_tests::sandbox::find_bin("libtimens_preload.so", "TIMENS_PRELOAD_LIB", &[])
+}
+
+/// `cargo build -p timens-preload` in the profile of this test binary
+/// (`target/<profile>/deps/<test>`), when run by cargo (`$CARGO` set).
+fn build_library() -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let profile = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let dir = exe.parent()?.parent()?;
+            Some(dir.file_name()?.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "debug".into());
+    let mut c = Command::new(cargo);
+    c.args([
+        "build",
+        "--quiet",
+        "-p",
+        "timens-preload",
+        "--manifest-path",
+    ])
+    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            c.arg("--release");
+        }
+        other => {
+            c.args(["--profile", other]);
+        }
+    }
+    let out = c.output().map_err(|e| format!("cargo-failed: {e}"))?;
+    assert!(
+        out.status.success(),
+        "building the library: {c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 static COMPILE: Mutex<()> = Mutex::new(());
@@ -218,3 +264,32 @@ pub fn key_values(stdout: &str) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
 }
+
+/// Every wait of `tests/c/waits.c`: absolute MONOTONIC/BOOTTIME deadlines (translated in a
+/// sandbox) and the controls that must not be translated (REALTIME, relative).
+pub const WAIT_MODES: [&str; 24] = [
+    "clock_nanosleep",
+    "clock_nanosleep_boottime",
+    "clock_nanosleep_realtime",
+    "clock_nanosleep_relative",
+    "sys_clock_nanosleep",
+    "timer_settime",
+    "timer_settime_boottime",
+    "sys_timer_settime",
+    "timer_settime_untracked",
+    "timerfd_settime",
+    "timerfd_settime_dup",
+    "timerfd_settime_boottime",
+    "sys_timerfd_settime",
+    "pthread_cond_timedwait",
+    "pthread_cond_timedwait_realtime",
+    "pthread_cond_clockwait",
+    "sem_clockwait",
+    "pthread_mutex_clocklock",
+    "pthread_rwlock_clockrdlock",
+    "pthread_rwlock_clockwrlock",
+    "pthread_clockjoin_np",
+    "futex_wait_bitset",
+    "futex_wait_relative",
+    "futex_waitv",
+];

@@ -1,0 +1,131 @@
+#!/usr/bin/env bats
+# Clocks inside a sandbox (the clock library, loaded through the sandbox's own
+# /etc/ld.so.preload) and util-linux `unshare -T` inside a sandbox (spec A, B, G, H, I).
+
+load helpers
+
+# Python's clocks: `py_clock monotonic|boottime|realtime` prints seconds with nanoseconds.
+PY_CLOCK='import sys, time; print("%.9f" % time.clock_gettime(getattr(time, "CLOCK_" + sys.argv[1].upper())))'
+
+py_clock() {
+	python3 -c "$PY_CLOCK" "$1"
+}
+
+# clock_inside CLOCK OFFSET_OPTS...: checks the sandbox's CLOCK against the host's + EXPECTED
+# (±1 s around the run); EXPECTED is set by the caller.
+clock_inside() {
+	local clock=$1 before after got
+	shift
+	before=$(py_clock "$clock")
+	got=$(trun "$@" -- python3 -c "$PY_CLOCK" "$clock")
+	after=$(py_clock "$clock")
+	between "$(add "$before" "$((EXPECTED - 1))")" "$got" "$(add "$after" "$((EXPECTED + 1))")"
+}
+
+@test "clocks: CLOCK_MONOTONIC inside is the host's + --monotonic (python time.monotonic)" {
+	requires sandbox preload tool:python3
+	EXPECTED=3600 clock_inside monotonic --monotonic 3600 --boottime 86400
+	EXPECTED=-100 clock_inside monotonic --monotonic -100
+}
+
+@test "clocks: CLOCK_BOOTTIME inside is the host's + --boottime" {
+	requires sandbox preload tool:python3
+	EXPECTED=86400 clock_inside boottime --monotonic 3600 --boottime 86400
+}
+
+@test "clocks: CLOCK_REALTIME is not shifted (date +%s, time.time)" {
+	requires sandbox preload tool:python3
+	EXPECTED=0 clock_inside realtime --monotonic 3600 --boottime 86400
+	local before after got
+	before=$(date +%s)
+	got=$(trun --monotonic 3600 --boottime 86400 -- date +%s)
+	after=$(date +%s)
+	between "$before" "$got" "$after"
+}
+
+@test "clocks: time.sleep(0.2) with a +10 day monotonic offset returns (absolute deadline translated)" {
+	requires sandbox preload tool:python3
+	# timeout: hang protection only (an untranslated deadline would sleep 10 days).
+	run --separate-stderr timeout 10 "$TIMENS" run --state-dir "$STATE" --monotonic 864000 -- \
+		python3 -c 'import time; a = time.monotonic(); time.sleep(0.2); print("%.3f" % (time.monotonic() - a))'
+	[ "$status" -eq 0 ] || fail "status $status (124: the sleep hung); stderr: $stderr"
+	between 0.199 "$output" 100
+}
+
+@test "clocks: time.sleep(0.2) with a negative monotonic offset lasts 0.2 s" {
+	requires sandbox preload tool:python3
+	# An untranslated absolute deadline would already be in the past: the sleep would return
+	# at once.
+	run --separate-stderr timeout 10 "$TIMENS" run --state-dir "$STATE" --monotonic -100 -- \
+		python3 -c 'import time; a = time.monotonic(); time.sleep(0.2); print("%.3f" % (time.monotonic() - a))'
+	[ "$status" -eq 0 ]
+	between 0.199 "$output" 100
+}
+
+@test "clocks: the library reaches a program started with an empty environment (env -i)" {
+	requires sandbox preload tool:python3
+	local py before after got
+	py=$(python3 -c 'import sys; print(sys.executable)')
+	before=$(py_clock monotonic)
+	got=$(trun --monotonic 7200 -- env -i "$py" -c "$PY_CLOCK" monotonic)
+	after=$(py_clock monotonic)
+	between "$(add "$before" 7199)" "$got" "$(add "$after" 7201)"
+}
+
+@test "clocks: --no-preload leaves clocks at the host's, /proc is still shifted" {
+	requires sandbox tool:python3
+	local before after out
+	before=$(py_clock monotonic)
+	out=$(trun --no-preload --monotonic 3600 --boottime 86400 -- bash -c \
+		"python3 -c '$PY_CLOCK' monotonic; cat /proc/uptime; cat /etc/ld.so.preload 2>/dev/null | grep -c timens_preload || true")
+	after=$(py_clock monotonic)
+	local -a l
+	mapfile -t l <<<"$out"
+	between "$(add "$before" -1)" "${l[0]}" "$(add "$after" 1)"
+	between 86400 "$(uptime_of "${l[1]}")" 1e12
+	assert_eq "${l[2]}" 0 "/etc/ld.so.preload inside names the library despite --no-preload"
+}
+
+@test "unshare -T inside a sandbox: offsets are absolute (uptime = host + 5000, not + the sandbox's)" {
+	requires sandbox preload timens_kernel
+	local hb ha up
+	hb=$(host_uptime)
+	run --separate-stderr trun --monotonic 100 --boottime 200 -- \
+		unshare -T --monotonic 1000 --boottime 5000 cat /proc/uptime
+	ha=$(host_uptime)
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	up=$(uptime_of "$output")
+	between "$(add "$hb" 4999)" "$up" "$(add "$ha" 5001)"
+}
+
+@test "unshare -T inside a sandbox: the child's timens_offsets read like the kernel's" {
+	requires sandbox preload timens_kernel
+	local kernel
+	kernel=$(unshare -T --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets)
+	run --separate-stderr trun --monotonic 100 --boottime 200 -- \
+		unshare -T --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	assert_eq "$output" "$kernel"
+}
+
+@test "unshare -T inside a sandbox: the child's ns/time differs from the sandbox's" {
+	requires sandbox preload timens_kernel
+	run --separate-stderr trun --boottime 200 -- bash -c \
+		'readlink /proc/self/ns/time; unshare -T readlink /proc/self/ns/time; readlink /proc/self/ns/time'
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	[ "${#lines[@]}" -eq 3 ] || fail "output: $output"
+	[[ ${lines[0]} =~ ^time:\[[0-9]+\]$ ]] || fail "sandbox link: ${lines[0]}"
+	[[ ${lines[1]} =~ ^time:\[[0-9]+\]$ ]] || fail "child link: ${lines[1]}"
+	[ "${lines[1]}" != "${lines[0]}" ] || fail "unshare -T child is still in ${lines[0]}"
+	[ "${lines[1]}" != "time:[$INIT_TIME_INUM]" ]
+	assert_eq "${lines[2]}" "${lines[0]}" "the sandbox's own link after the child"
+}
+
+@test "unshare -T inside a sandbox: the child's CLOCK_MONOTONIC is host + 1000 (absolute)" {
+	requires sandbox preload timens_kernel tool:python3
+	local before after got
+	before=$(py_clock monotonic)
+	got=$(trun --monotonic 100 -- unshare -T --monotonic 1000 python3 -c "$PY_CLOCK" monotonic)
+	after=$(py_clock monotonic)
+	between "$(add "$before" 999)" "$got" "$(add "$after" 1001)"
+}
