@@ -219,24 +219,51 @@ pub fn handle(
                     "no namespace of this caller is waiting for a child",
                 );
             };
-            let ppid = pio::read_at(daemon.host_proc(), &format!("{pid}/stat"))
-                .ok()
-                .and_then(|t| pio::parse_ppid(&t));
-            if ppid != Some(creator) {
+            // `pid` is what clone3 returned to the caller: its own pid namespace's numbering.
+            // Find the caller's child with that id (host pid) among its children.
+            let caller_level = nspids(daemon.host_proc(), creator)
+                .map(|v| v.len().saturating_sub(1))
+                .unwrap_or(0);
+            let Some(host_child) = host_child_of(daemon, creator, pid, caller_level) else {
                 return err(libc::ESRCH, "that process is not the caller's child");
-            }
+            };
             let Some(ns) = ns_by_inum(daemon, inum) else {
                 return err(libc::EINVAL, "the namespace is gone");
             };
-            let child_nspid = nspids(daemon.host_proc(), pid)
+            let child_nspid = nspids(daemon.host_proc(), host_child)
                 .ok()
                 .and_then(|ids| ids.get(sb.pidns_level).copied())
                 .unwrap_or(pid);
+            let pid = host_child;
             daemon.track(&sb, pid, child_nspid, TaskNs { time: ns, tfc: ns });
             reply(TaskNs { time: ns, tfc: ns })
         }
         other => err(libc::EINVAL, &format!("unexpected request {other:?}")),
     }
+}
+
+/// The host pid of `parent`'s child whose id at pid-namespace level `level` is `nspid`.
+fn host_child_of(daemon: &Daemon, parent: u32, nspid: u32, level: usize) -> Option<u32> {
+    let proc = daemon.host_proc();
+    let tasks = pio::list_at(proc, &format!("{parent}/task")).ok()?;
+    for (tid, _) in tasks {
+        let tid = String::from_utf8_lossy(&tid).into_owned();
+        let children =
+            pio::read_at(proc, &format!("{parent}/task/{tid}/children")).unwrap_or_default();
+        for child in String::from_utf8_lossy(&children).split_whitespace() {
+            let Ok(host) = child.parse::<u32>() else {
+                continue;
+            };
+            if nspids(proc, host)
+                .ok()
+                .and_then(|ids| ids.get(level).copied())
+                == Some(nspid)
+            {
+                return Some(host);
+            }
+        }
+    }
+    None
 }
 
 /// Releases namespaces made by unshare/clone3 that nothing uses any more: no tracked task has

@@ -552,9 +552,16 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 
 /// The host pid of CMD in a `timens run --pid` sandbox: the only child of the `timens` relay.
 pub fn pid_sandbox_init(relay: u32) -> u32 {
+    // Only the child in the new pid namespace: `timens` may also have a short-lived child that
+    // starts the daemon.
+    let pidns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let relay_ns = pidns(relay);
     let mut found = Vec::new();
     let ok = wait_until(TIMEOUT, || {
-        found = children_of(relay);
+        found = children_of(relay)
+            .into_iter()
+            .filter(|c| pidns(*c).is_some() && pidns(*c) != relay_ns)
+            .collect();
         found.len() == 1
     });
     assert!(
