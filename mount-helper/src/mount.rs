@@ -37,6 +37,24 @@ pub struct MountArgs {
     state_dir: PathBuf,
 }
 
+fn lock_state_dir(state_dir: &std::path::Path) -> File {
+    let path = state_dir.join("attach.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| os_err(&format!("opening {}", path.display()), e));
+    // SAFETY: flock on a valid fd; held until the file is closed at exit.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        os_err(
+            &format!("locking {}", path.display()),
+            std::io::Error::last_os_error(),
+        );
+    }
+    f
+}
+
 /// The filesystem type of the mount a process sees at /proc.
 fn proc_fstype(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
@@ -84,6 +102,10 @@ pub fn mount(args: MountArgs) -> ! {
     if let Err(e) = daemon::ensure(&args.state_dir) {
         die(1, e);
     }
+    // One attach at a time per state directory: a restarted daemon re-attaches by itself (with
+    // this same command) and a user may run it at the same moment; the second one then finds
+    // the namespace served and changes nothing.
+    let _lock = lock_state_dir(&args.state_dir);
     let namespaces = match daemon::connect(&args.state_dir)
         .and_then(|s| timens_proto::call(&s, &Request::Status, &[]))
     {
@@ -118,7 +140,7 @@ pub fn mount(args: MountArgs) -> ! {
         anchor_pid: Some(args.pid),
         attach_inum,
     };
-    let handles = overlay::StateHandles::open(&args.state_dir, !args.no_preload)
+    let mut handles = overlay::StateHandles::open(&args.state_dir, !args.no_preload)
         .unwrap_or_else(|e| os_err("opening the daemon's state directory", e));
     let open_ns = |kind: &str| -> OwnedFd {
         File::open(format!("/proc/{}/ns/{kind}", args.pid))
@@ -126,33 +148,29 @@ pub fn mount(args: MountArgs) -> ! {
             .into()
     };
     let (mnt, pidns) = (open_ns("mnt"), open_ns("pid"));
-    // Join the target's mount namespace, and its pid namespace for the child that mounts (FUSE
-    // numbers pids in the mounter's pid namespace).
-    for (fd, kind, what) in [
-        (&mnt, libc::CLONE_NEWNS, "mnt"),
-        (&pidns, libc::CLONE_NEWPID, "pid"),
-    ] {
+    let join = |fd: &OwnedFd, kind: libc::c_int, what: &str| {
         // SAFETY: a valid namespace fd; this process is single-threaded.
         if unsafe { libc::setns(fd.as_raw_fd(), kind) } != 0 {
             os_err(&format!("setns({what})"), std::io::Error::last_os_error());
         }
-    }
+    };
+    // The mounting child must live in the target's pid namespace (FUSE numbers pids in the
+    // mounter's): join it for children, then fork.
+    join(&pidns, libc::CLONE_NEWPID, "pid");
     // SAFETY: single-threaded; the child only mounts and exits.
     let child = unsafe { libc::fork() };
     if child < 0 {
         os_err("fork", std::io::Error::last_os_error());
     }
     if child == 0 {
-        if ours {
-            // The dead overlay (ENOTCONN) and everything mounted under it go away; the
-            // namespace's own procfs below it shows again.
-            if let Err(e) = nix::mount::umount2("/proc", nix::mount::MntFlags::MNT_DETACH) {
-                os_err(
-                    "detaching the dead overlay from /proc",
-                    std::io::Error::from(e),
-                );
-            }
-        }
+        // Connect while this process still sees the host's /proc (the target's /proc may be a
+        // dead overlay), then join the target's mount namespace.
+        handles
+            .preconnect()
+            .unwrap_or_else(|e| os_err("connecting to timensfs", e));
+        join(&mnt, libc::CLONE_NEWNS, "mnt");
+        // A dead overlay (ENOTCONN) stays where it is, covered by the new one: unmounting it
+        // first would show the sandbox the host's /proc (and no clock library) in between.
         handles.inject_preload();
         let procfs = mountapi::new_procfs()
             .unwrap_or_else(|e| os_err("mounting a procfs for the namespace", e));

@@ -26,6 +26,8 @@ pub struct StateHandles {
     socket_path_fd: OwnedFd,
     /// The clock library, as a detached bind mount (None: not installed, or not wanted).
     library: Option<OwnedFd>,
+    /// Connections made in advance, while /proc/self/fd still works (see `preconnect`).
+    conns: Vec<UnixStream>,
 }
 
 impl StateHandles {
@@ -57,6 +59,7 @@ impl StateHandles {
             socket,
             socket_path_fd,
             library,
+            conns: Vec::new(),
         })
     }
 
@@ -72,6 +75,17 @@ impl StateHandles {
             crate::preload::inject(root)
                 .unwrap_or_else(|e| os_err("injecting the clock library", e));
         }
+    }
+
+    /// Makes the connections `attach` needs now: from a process about to join a mount namespace
+    /// whose /proc is a dead overlay (the daemon names the peer by SO_PEERCRED, i.e. the process
+    /// that connected, so this must be the process that will mount).
+    pub fn preconnect(&mut self) -> std::io::Result<()> {
+        for _ in 0..2 {
+            let c = self.connect()?;
+            self.conns.push(c);
+        }
+        Ok(())
     }
 
     /// Connects to the daemon from the current process (the daemon trusts SO_PEERCRED, which
@@ -94,13 +108,13 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
     let proc_dir = root.join("proc");
     // Connect before /proc is covered: the connections go through /proc/self/fd (one request
     // each: the sandbox, and /dev/fuse from the daemon if this namespace cannot open it).
-    let mut conns: Vec<UnixStream> = (0..2)
-        .map(|_| {
-            handles
-                .connect()
-                .unwrap_or_else(|e| os_err("connecting to timensfs", e))
-        })
-        .collect();
+    let mut handles = handles;
+    if handles.conns.is_empty() {
+        handles
+            .preconnect()
+            .unwrap_or_else(|e| os_err("connecting to timensfs", e));
+    }
+    let mut conns: Vec<UnixStream> = std::mem::take(&mut handles.conns);
     let sock = conns.pop().unwrap_or_else(|| die(1, "no connection"));
     let fuse = mount_fuse_here(&proc_dir, &mut conns, 0o40555, "/proc");
     let inum = match timens_proto::call(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
