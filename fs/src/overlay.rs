@@ -81,7 +81,6 @@ enum Key {
     /// socket, so the clock library finds both at fixed paths in any mount namespace.
     HiddenStore,
     HiddenSocket,
-    HiddenLib,
     Uptime,
     Stat,
     /// A directory of the real procfs root bind-mounted over this stub by the sandbox.
@@ -119,8 +118,7 @@ const UPTIME_INO: u64 = 4;
 const STAT_INO: u64 = 5;
 const HIDDEN_STORE_INO: u64 = 6;
 const HIDDEN_SOCKET_INO: u64 = 7;
-const HIDDEN_LIB_INO: u64 = 8;
-pub const HIDDEN_LIB: &str = "libtimens_preload.so";
+
 pub const HIDDEN_STORE: &str = "store";
 pub const HIDDEN_SOCKET: &str = "control.sock";
 /// Dynamic inode numbers start above every namespace inode number (which are used as the
@@ -153,7 +151,6 @@ impl Inodes {
             Key::HiddenStub => HIDDEN_STUB_INO,
             Key::HiddenStore => HIDDEN_STORE_INO,
             Key::HiddenSocket => HIDDEN_SOCKET_INO,
-            Key::HiddenLib => HIDDEN_LIB_INO,
             Key::Uptime => UPTIME_INO,
             Key::Stat => STAT_INO,
             Key::NsFile(inum) => *inum as u64,
@@ -186,7 +183,6 @@ impl Inodes {
             HIDDEN_STUB_INO => return Some(Key::HiddenStub),
             HIDDEN_STORE_INO => return Some(Key::HiddenStore),
             HIDDEN_SOCKET_INO => return Some(Key::HiddenSocket),
-            HIDDEN_LIB_INO => return Some(Key::HiddenLib),
             UPTIME_INO => return Some(Key::Uptime),
             STAT_INO => return Some(Key::Stat),
             _ => {}
@@ -418,7 +414,7 @@ impl Overlay {
                 self.attr(ino, FileType::Directory, 0o555, u, g, 2)
             }
             Key::Uptime | Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
-            Key::HiddenStore | Key::HiddenSocket | Key::HiddenLib => {
+            Key::HiddenStore | Key::HiddenSocket => {
                 self.attr(ino, FileType::RegularFile, 0o444, u, g, 1)
             }
             Key::RootLink(_) | Key::RootRealLink(..) | Key::SelfLink(_) | Key::ThreadSelf(..) => {
@@ -523,7 +519,6 @@ impl Overlay {
             Key::HiddenDir if s == HIDDEN_PROC => Ok((Key::HiddenStub, TTL_STATIC)),
             Key::HiddenDir if s == HIDDEN_STORE => Ok((Key::HiddenStore, TTL_STATIC)),
             Key::HiddenDir if s == HIDDEN_SOCKET => Ok((Key::HiddenSocket, TTL_STATIC)),
-            Key::HiddenDir if s == HIDDEN_LIB => Ok((Key::HiddenLib, TTL_STATIC)),
             Key::Pid(p) => self.lookup_pid(req, *p, s),
             Key::Task(pid, start) => {
                 let tid = parse_num(name).ok_or(Errno::ENOENT)?;
@@ -1015,7 +1010,6 @@ impl Filesystem for Overlay {
             | Key::HiddenStub
             | Key::HiddenStore
             | Key::HiddenSocket
-            | Key::HiddenLib
             | Key::StaticDir(_)
             | Key::Uptime
             | Key::Stat => TTL_STATIC,

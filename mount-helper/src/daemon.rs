@@ -50,6 +50,16 @@ pub fn ensure(state_dir: &Path) -> Result<(), String> {
         .arg(state_dir)
         .arg("--idle-exit")
         .arg("30");
+    // The daemon outlives the command: it must not keep the caller's open files (a lock held
+    // on an fd, a pipe a test harness waits on).
+    // SAFETY: close_range is async-signal-safe and touches only this child's descriptor table
+    // (stdin/out/err are already in place when pre_exec runs).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);

@@ -71,8 +71,8 @@ impl StateHandles {
 
     /// The same for a root file system at `root`.
     pub fn inject_preload_at(&self, root: &Path) {
-        if self.library.is_some() && !crate::preload::already_injected(root) {
-            crate::preload::inject(root)
+        if let (Some(lib), false) = (&self.library, crate::preload::already_injected(root)) {
+            crate::preload::inject(root, lib.as_fd())
                 .unwrap_or_else(|e| os_err("injecting the clock library", e));
         }
     }
@@ -165,13 +165,6 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
         &proc_dir.join(".timens/control.sock"),
     )
     .unwrap_or_else(|e| os_err("binding the control socket", e));
-    if let Some(lib) = &handles.library {
-        let dst_buf = root.join(crate::preload::IN_SANDBOX_PATH.trim_start_matches('/'));
-        let dst = dst_buf.as_path();
-        mountapi::move_mount_to(lib.as_fd(), dst)
-            .unwrap_or_else(|e| os_err("binding the clock library", e));
-        remount_readonly_exec(dst);
-    }
     inum
 }
 
@@ -206,20 +199,6 @@ fn mount_fuse_here(
     };
     mountapi::mount_fuse_root(target, fd, "timensfs", "timensfs", rootmode)
         .unwrap_or_else(|e| fail(e))
-}
-
-fn remount_readonly_exec(path: &Path) {
-    let flags = nix::mount::MsFlags::MS_BIND
-        | nix::mount::MsFlags::MS_REMOUNT
-        | nix::mount::MsFlags::MS_RDONLY
-        | nix::mount::MsFlags::MS_NOSUID
-        | nix::mount::MsFlags::MS_NODEV;
-    if let Err(e) = nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>) {
-        os_err(
-            &format!("remounting {} read-only", path.display()),
-            std::io::Error::from(e),
-        );
-    }
 }
 
 fn remount_readonly(path: &Path) {

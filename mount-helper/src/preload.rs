@@ -9,7 +9,7 @@
 //! vanish with the sandbox; mounts under /etc (a container's resolv.conf, hosts) are carried over.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use timens_sys::mountapi;
@@ -67,10 +67,11 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Where the sandbox's processes load the library from: a bind mount under the overlay, so the
-/// same path works in any mount namespace (a container's rootfs does not have the host's file),
-/// and keeps working from the dentry cache while a restarted daemon re-attaches.
-pub const IN_SANDBOX_PATH: &str = "/proc/.timens/libtimens_preload.so";
+/// Where the sandbox's processes load the library from: a bind mount inside the sandbox's own
+/// /etc overlay, so the same path works in any mount namespace (a container's rootfs does not
+/// have the host's file) and never goes through the FUSE overlay (which is unreachable while a
+/// restarted daemon re-attaches).
+pub const IN_SANDBOX_PATH: &str = "/etc/.timensfs/libtimens_preload.so";
 
 /// Whether this mount namespace's /etc/ld.so.preload already names the library.
 pub fn already_injected(root: &Path) -> bool {
@@ -81,7 +82,7 @@ pub fn already_injected(root: &Path) -> bool {
 
 /// Must run in the sandbox's own mount namespace, before /proc is covered by the overlay (the
 /// tmpfs is reached through /proc/self/fd).
-pub fn inject(root: &Path) -> io::Result<()> {
+pub fn inject(root: &Path, library: BorrowedFd<'_>) -> io::Result<()> {
     let lib = Path::new(IN_SANDBOX_PATH);
     let etc = root.join("etc");
     let upper_fs: OwnedFd = mountapi::new_tmpfs()?;
@@ -97,6 +98,9 @@ pub fn inject(root: &Path) -> io::Result<()> {
     content.extend_from_slice(lib.as_os_str().as_encoded_bytes());
     content.push(b'\n');
     std::fs::write(upper.join("ld.so.preload"), &content)?;
+    // The mount point of the library's bind mount.
+    std::fs::create_dir(upper.join(".timensfs"))?;
+    std::fs::write(upper.join(".timensfs/libtimens_preload.so"), b"")?;
     // Mounts under /etc would be hidden by the overlay: clone them first, put them back after.
     let submounts: Vec<(PathBuf, OwnedFd)> = mounts_below(&etc)
         .into_iter()
@@ -113,6 +117,15 @@ pub fn inject(root: &Path) -> io::Result<()> {
         // A nested one already came back with its parent (recursive clone).
         let _ = mountapi::move_mount_to(fd.as_fd(), &path);
     }
+    let dst = root.join(IN_SANDBOX_PATH.trim_start_matches('/'));
+    mountapi::move_mount_to(library, &dst)?;
+    let flags = nix::mount::MsFlags::MS_BIND
+        | nix::mount::MsFlags::MS_REMOUNT
+        | nix::mount::MsFlags::MS_RDONLY
+        | nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
+        .map_err(io::Error::from)?;
     Ok(())
 }
 

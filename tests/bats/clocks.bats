@@ -7,6 +7,9 @@ load helpers
 # Python's clocks: `py_clock monotonic|boottime|realtime` prints seconds with nanoseconds.
 PY_CLOCK='import sys, time; print("%.9f" % time.clock_gettime(getattr(time, "CLOCK_" + sys.argv[1].upper())))'
 
+# Prints CLOCK_MONOTONIC, then how long time.sleep(0.2) took by that clock.
+SLEEP='import time; a = time.monotonic(); print("%.9f" % a); time.sleep(0.2); print("%.3f" % (time.monotonic() - a))'
+
 py_clock() {
 	python3 -c "$PY_CLOCK" "$1"
 }
@@ -36,6 +39,7 @@ clock_inside() {
 @test "clocks: CLOCK_REALTIME is not shifted (date +%s, time.time)" {
 	requires sandbox preload tool:python3
 	EXPECTED=0 clock_inside realtime --monotonic 3600 --boottime 86400
+	EXPECTED=3600 clock_inside monotonic --monotonic 3600 --boottime 86400 # the library is in effect
 	local before after got
 	before=$(date +%s)
 	got=$(trun --monotonic 3600 --boottime 86400 -- date +%s)
@@ -46,20 +50,29 @@ clock_inside() {
 @test "clocks: time.sleep(0.2) with a +10 day monotonic offset returns (absolute deadline translated)" {
 	requires sandbox preload tool:python3
 	# timeout: hang protection only (an untranslated deadline would sleep 10 days).
+	local before after
+	before=$(py_clock monotonic)
 	run --separate-stderr timeout 10 "$TIMENS" run --state-dir "$STATE" --monotonic 864000 -- \
-		python3 -c 'import time; a = time.monotonic(); time.sleep(0.2); print("%.3f" % (time.monotonic() - a))'
+		python3 -c "$SLEEP"
+	after=$(py_clock monotonic)
 	[ "$status" -eq 0 ] || fail "status $status (124: the sleep hung); stderr: $stderr"
-	between 0.199 "$output" 100
+	# The library is in effect (the clock is shifted), and the sleep lasted 0.2 s.
+	between "$(add "$before" 863999)" "${lines[0]}" "$(add "$after" 864001)"
+	between 0.199 "${lines[1]}" 100
 }
 
 @test "clocks: time.sleep(0.2) with a negative monotonic offset lasts 0.2 s" {
 	requires sandbox preload tool:python3
 	# An untranslated absolute deadline would already be in the past: the sleep would return
 	# at once.
+	local before after
+	before=$(py_clock monotonic)
 	run --separate-stderr timeout 10 "$TIMENS" run --state-dir "$STATE" --monotonic -100 -- \
-		python3 -c 'import time; a = time.monotonic(); time.sleep(0.2); print("%.3f" % (time.monotonic() - a))'
-	[ "$status" -eq 0 ]
-	between 0.199 "$output" 100
+		python3 -c "$SLEEP"
+	after=$(py_clock monotonic)
+	[ "$status" -eq 0 ] || fail "status $status; stderr: $stderr"
+	between "$(add "$before" -101)" "${lines[0]}" "$(add "$after" -99)"
+	between 0.199 "${lines[1]}" 100
 }
 
 @test "clocks: the library reaches a program started with an empty environment (env -i)" {
@@ -74,15 +87,17 @@ clock_inside() {
 
 @test "clocks: --no-preload leaves clocks at the host's, /proc is still shifted" {
 	requires sandbox tool:python3
-	local before after out
+	local before after hb ha out
 	before=$(py_clock monotonic)
+	hb=$(host_uptime)
 	out=$(trun --no-preload --monotonic 3600 --boottime 86400 -- bash -c \
 		"python3 -c '$PY_CLOCK' monotonic; cat /proc/uptime; cat /etc/ld.so.preload 2>/dev/null | grep -c timens_preload || true")
+	ha=$(host_uptime)
 	after=$(py_clock monotonic)
 	local -a l
 	mapfile -t l <<<"$out"
 	between "$(add "$before" -1)" "${l[0]}" "$(add "$after" 1)"
-	between 86400 "$(uptime_of "${l[1]}")" 1e12
+	between "$(add "$hb" 86399)" "$(uptime_of "${l[1]}")" "$(add "$ha" 86401)"
 	assert_eq "${l[2]}" 0 "/etc/ld.so.preload inside names the library despite --no-preload"
 }
 

@@ -77,8 +77,8 @@ same_as_unshare() {
 	[ "$status" -eq 0 ]
 	assert_eq "${lines[0]}" 1 '$$'
 	# readlink is a child of pid 1, so /proc/self is 2 or more; cat's stat names its own pid.
-	[[ ${lines[1]} =~ ^[0-9]+$ ]] && [ "${lines[1]}" -gt 1 ]
-	[[ ${lines[2]} == [0-9]*" (cat) "* ]]
+	[[ ${lines[1]} =~ ^[0-9]+$ ]] && [ "${lines[1]}" -gt 1 ] || fail "/proc/self of a child: ${lines[1]}"
+	[[ ${lines[2]} == [0-9]*" (cat) "* ]] || fail "cat's /proc/self/stat: ${lines[2]}"
 }
 
 @test "run --pid: ps shows only the sandbox's processes" {
@@ -142,7 +142,8 @@ same_as_unshare() {
 	[ ! -e "$dir" ]
 	run --separate-stderr timeout "$HANG" "$TIMENS" run --state-dir "$dir" -- true
 	[ "$status" -eq 0 ]
-	[ -S "$dir/control.sock" ] && [ -f "$dir/timensfs.pid" ] && [ -f "$dir/timensfs.log" ]
+	[ -S "$dir/control.sock" ] && [ -f "$dir/timensfs.pid" ] && [ -f "$dir/timensfs.log" ] ||
+		fail "state directory after the first run: $(ls -A "$dir")"
 	pid=$(daemon_pid "$dir")
 	is_our_daemon "$pid" "$dir"
 	run --separate-stderr timeout "$HANG" "$TIMENS" run --state-dir "$dir" --boottime 5 -- true
