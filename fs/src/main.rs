@@ -66,7 +66,19 @@ fn run(args: Args) -> std::io::Result<()> {
     set.thread_block().map_err(std::io::Error::from)?;
     std::fs::create_dir_all(&args.state_dir)?;
     let store_path = args.state_dir.join(timens_proto::STORE_NAME);
-    let store = timens::store::Store::open_or_create(&store_path, args.slots)?;
+    // A daemon killed a moment ago may still hold the store's lock while its files close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let store = loop {
+        match timens::store::Store::open_or_create(&store_path, args.slots) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other?,
+        }
+    };
     let conn = match timens_sys::procconn::ProcConnector::open() {
         Ok(c) => Some(c),
         Err(e) => {
