@@ -3,6 +3,7 @@
 # the host, the kernel's own time namespace and libfaketime, in one run.
 # Usage: sudo bench/clocks.sh      (see bench/README.md)
 # Knobs (environment): CALLS REPS EXECS RAW_DIR.
+# shellcheck disable=SC2059  # the table format is a variable (one place for the layout)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -289,6 +290,10 @@ for MODE in pinned unpinned; do
             RAW+=("$MODE rep$rep exec $c: $out")
             add "$MODE:$c:exec" "$(field median_us "$out")"
         done
+        # Where the exec cost comes from: the library loaded on the host (no store, no FUSE).
+        out=$("${PIN[@]}" env LD_PRELOAD="$BIN/libtimens_preload.so" "$WORK/execbench" "$EXECS")
+        RAW+=("$MODE rep$rep exec host+LD_PRELOAD=libtimens_preload.so: $out")
+        add "$MODE:libhost:exec" "$(field median_us "$out")"
     done
 done
 
@@ -327,8 +332,13 @@ for MODE in pinned unpinned; do
         ratio=$(awk -v a="$t" -v b="$n" 'BEGIN { printf "%.2f", a / b }')
         printf "$fmt" "$MODE" "$what" "$unit" "$n" "$kn" "$f" "$t" "tfs/native" "$ratio" "$target" "$(verdict "$ratio" "$target")"
     done
+    t=$(med_of "$MODE:libhost:exec")
+    ratio=$(awk -v a="$t" -v b="$n" 'BEGIN { printf "%.2f", a / b }')
+    printf "$fmt" "$MODE" "  same, library on host (*)" us "$n" - - "$t" "lib/native" "$ratio" - "(info)"
 done
 echo
+echo "(*) LD_PRELOAD=libtimens_preload.so outside any sandbox: the library's load and init without"
+echo "    the offset store and without the FUSE readlink of /proc/self/ns/time"
 echo "note: clocks seen in each column minus the host's (read just before):"
 for o in "${OFFSETS[@]}"; do echo "  $o"; done
 for n in "${NOTES[@]}"; do echo "note: $n"; done

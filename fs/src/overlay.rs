@@ -81,6 +81,9 @@ enum Key {
     /// socket, so the clock library finds both at fixed paths in any mount namespace.
     HiddenStore,
     HiddenSocket,
+    /// `/proc/.timens/time` and `time_for_children`: the caller's own namespaces in one round
+    /// trip, for the clock library's start-up (the `ns/time` path costs six).
+    CallerNs(bool, u32),
     Uptime,
     Stat,
     /// A directory of the real procfs root bind-mounted over this stub by the sandbox.
@@ -417,9 +420,11 @@ impl Overlay {
             Key::HiddenStore | Key::HiddenSocket => {
                 self.attr(ino, FileType::RegularFile, 0o444, u, g, 1)
             }
-            Key::RootLink(_) | Key::RootRealLink(..) | Key::SelfLink(_) | Key::ThreadSelf(..) => {
-                self.attr(ino, FileType::Symlink, 0o777, u, g, 1)
-            }
+            Key::RootLink(_)
+            | Key::RootRealLink(..)
+            | Key::SelfLink(_)
+            | Key::ThreadSelf(..)
+            | Key::CallerNs(..) => self.attr(ino, FileType::Symlink, 0o777, u, g, 1),
             Key::Pid(p) => {
                 let st = pio::stat_at(self.procfs(), &p.base(), false).map_err(|e| errno_of(&e))?;
                 self.attr(
@@ -519,6 +524,14 @@ impl Overlay {
             Key::HiddenDir if s == HIDDEN_PROC => Ok((Key::HiddenStub, TTL_STATIC)),
             Key::HiddenDir if s == HIDDEN_STORE => Ok((Key::HiddenStore, TTL_STATIC)),
             Key::HiddenDir if s == HIDDEN_SOCKET => Ok((Key::HiddenSocket, TTL_STATIC)),
+            Key::HiddenDir if s == "time" || s == "time_for_children" => {
+                // An exec that just happened must be reflected (B4).
+                self.daemon.sync_events();
+                let ns = self.caller_ns(req);
+                let fc = s == "time_for_children";
+                let inum = if fc { ns.tfc.inum() } else { ns.time.inum() };
+                Ok((Key::CallerNs(fc, inum), TTL_NONE))
+            }
             Key::Pid(p) => self.lookup_pid(req, *p, s),
             Key::Task(pid, start) => {
                 let tid = parse_num(name).ok_or(Errno::ENOENT)?;
@@ -708,7 +721,9 @@ impl Overlay {
                 name.to_string_lossy()
             )
             .into_bytes(),
-            Key::NsTime(_, _, inum) => procview::ns_link_text("time", *inum).into_bytes(),
+            Key::NsTime(_, _, inum) | Key::CallerNs(_, inum) => {
+                procview::ns_link_text("time", *inum).into_bytes()
+            }
             Key::Exact(p, name, text) => {
                 if reachable_by_text(text) {
                     text.clone()

@@ -106,7 +106,7 @@ fn init() {
         }
     };
     let store: &'static StoreReader = Box::leak(Box::new(store));
-    let time = ns_slot(store, c"/proc/self/ns/time");
+    let time = own_ns_slot(store, c"/proc/.timens/time", c"/proc/self/ns/time");
     TIME.store(time, Ordering::Relaxed);
     // time_for_children is needed only when a child is made: read it then (each readlink is a
     // FUSE round trip, and most processes never fork).
@@ -162,8 +162,14 @@ fn slot_index(v: u64) -> i64 {
     }
 }
 
-/// The slot of the namespace a `/proc/self/ns/time*` link names.
-fn ns_slot(store: &StoreReader, link: &CStr) -> u64 {
+/// The caller's namespace slot: through the overlay's one-round-trip `/proc/.timens/time*`
+/// links, else the kernel-interface `/proc/self/ns/time*` (six round trips on a fresh process).
+fn own_ns_slot(store: &StoreReader, hidden: &CStr, public: &CStr) -> u64 {
+    try_ns_slot(store, hidden).unwrap_or_else(|| try_ns_slot(store, public).unwrap_or(NO_SLOT))
+}
+
+/// The slot of the namespace a `time:[N]` link names; None when the link cannot be read.
+fn try_ns_slot(store: &StoreReader, link: &CStr) -> Option<u64> {
     let mut buf = [0u8; 64];
     // SAFETY: readlink into a buffer we own, its length passed.
     let n = unsafe {
@@ -186,16 +192,16 @@ fn ns_slot(store: &StoreReader, link: &CStr) -> u64 {
             S(b" failed: errno "),
             I(-n),
         ]);
-        return NO_SLOT;
+        return None;
     }
     let Some(inum) = parse::ns_link_inum(&buf[..n as usize]) else {
         debug(&[S(b"not a time namespace link: "), S(&buf[..n as usize])]);
-        return NO_SLOT;
+        return Some(NO_SLOT);
     };
     if inum == INIT_TIME_INUM {
-        return NO_SLOT;
+        return Some(NO_SLOT);
     }
-    match store.slot_for_inum(inum) {
+    Some(match store.slot_for_inum(inum) {
         Some(slot) => pack(slot),
         None => {
             debug(&[
@@ -205,7 +211,7 @@ fn ns_slot(store: &StoreReader, link: &CStr) -> u64 {
             ]);
             NO_SLOT
         }
-    }
+    })
 }
 
 /// Whether this process runs inside a timensfs sandbox (the store was found).
@@ -245,8 +251,12 @@ pub fn tfc_slot() -> u64 {
     if store.is_null() {
         return NO_SLOT;
     }
-    // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
-    let read = ns_slot(unsafe { &*store }, c"/proc/self/ns/time_for_children");
+    let read = own_ns_slot(
+        // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
+        unsafe { &*store },
+        c"/proc/.timens/time_for_children",
+        c"/proc/self/ns/time_for_children",
+    );
     // Keep a value set meanwhile by unshare or setns.
     match TIME_FOR_CHILDREN.compare_exchange(UNKNOWN, read, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => read,
