@@ -234,6 +234,8 @@ pub struct Overlay {
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, DirList>>,
     next_fh: AtomicU64,
+    /// Virtual files whose kernel-side size is known to be SPLICE_SIZE (see `allow_splice`).
+    sized: Mutex<std::collections::HashSet<u64>>,
     uid: u32,
     gid: u32,
 }
@@ -281,6 +283,7 @@ impl Overlay {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            sized: Default::default(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             // SAFETY: as above.
@@ -293,7 +296,17 @@ impl Overlay {
     /// A one-byte notify-store far out sets i_size high at every open (the page it fills is dropped
     /// by the open itself, which invalidates the file's pages); the first short page read
     /// brings it down to the real length (fuse_short_read), so splice returns exactly the content.
+    /// Only when needed: after an attribute reply (which says size 0) or a page-cache read
+    /// (which brought the size down to the content's), not on every open.
     fn allow_splice(&self, ino: INodeNo) {
+        if !self
+            .sized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino.0)
+        {
+            return;
+        }
         if let Some(n) = self
             .sb
             .notifier
@@ -486,6 +499,11 @@ impl Overlay {
 
     fn reply_entry(&self, key: Key, ttl: Duration, reply: ReplyEntry) {
         let ino = self.inodes.lookup(key.clone());
+        // The attributes below say size 0: a later splice needs the size raised again.
+        self.sized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
         match self.attr_of(ino, &key) {
             Ok(attr) => reply.entry_with_ttls(&ttl, &ttl, &attr, Generation(0)),
             Err(e) => {
@@ -1030,6 +1048,10 @@ impl Filesystem for Overlay {
             | Key::Stat => TTL_STATIC,
             _ => TTL_PID,
         };
+        self.sized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino.0);
         match self.attr_of(ino.0, &key) {
             Ok(attr) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
@@ -1062,6 +1084,10 @@ impl Filesystem for Overlay {
         if mode.is_some() || uid.is_some() || gid.is_some() {
             return reply.error(Errno::EPERM);
         }
+        self.sized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino.0);
         match self.attr_of(ino.0, &key) {
             Ok(attr) => reply.attr(&TTL_NONE, &attr),
             Err(e) => reply.error(e),
@@ -1102,14 +1128,22 @@ impl Filesystem for Overlay {
     fn read(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if lock_owner.is_none() {
+            // Direct I/O reads carry the reader's lock owner; a read without one comes from the
+            // page cache (splice/sendfile), whose short read shrinks the kernel's size.
+            self.sized
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino.0);
+        }
         let (key, phantom, snapshot) = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             let Some(f) = files.get(&fh.0) else {
