@@ -127,14 +127,8 @@ pub fn mount(args: MountArgs) -> ! {
         .clone()
         .unwrap_or_else(|| format!("mount:{}", args.pid));
     let req = Request::CreateSandbox {
-        monotonic: Offset {
-            sec: monotonic.sec,
-            nsec: monotonic.nsec,
-        },
-        boottime: Offset {
-            sec: boottime.sec,
-            nsec: boottime.nsec,
-        },
+        monotonic: Offset::new(monotonic.sec, monotonic.nsec),
+        boottime: Offset::new(boottime.sec, boottime.nsec),
         for_children: false,
         label,
         anchor_pid: Some(args.pid),

@@ -149,14 +149,8 @@ fn create_container(
     let procfs =
         mountapi::new_procfs().unwrap_or_else(|e| os_err("mounting a procfs for the container", e));
     let req = Request::CreateSandbox {
-        monotonic: Offset {
-            sec: monotonic.sec,
-            nsec: monotonic.nsec,
-        },
-        boottime: Offset {
-            sec: boottime.sec,
-            nsec: boottime.nsec,
-        },
+        monotonic: Offset::new(monotonic.sec, monotonic.nsec),
+        boottime: Offset::new(boottime.sec, boottime.nsec),
         for_children: false,
         label: label(id),
         anchor_pid: Some(anchor),

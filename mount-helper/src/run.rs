@@ -193,14 +193,8 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
             .unwrap_or_else(|e| os_err("cloning /proc", e))
     };
     let req = Request::CreateSandbox {
-        monotonic: Offset {
-            sec: monotonic.sec,
-            nsec: monotonic.nsec,
-        },
-        boottime: Offset {
-            sec: boottime.sec,
-            nsec: boottime.nsec,
-        },
+        monotonic: Offset::new(monotonic.sec, monotonic.nsec),
+        boottime: Offset::new(boottime.sec, boottime.nsec),
         for_children: args.for_children,
         label: label.to_string(),
         anchor_pid: None,

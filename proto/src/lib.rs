@@ -30,6 +30,12 @@ pub struct Offset {
     pub nsec: i64,
 }
 
+impl Offset {
+    pub fn new(sec: i64, nsec: i64) -> Offset {
+        Offset { sec, nsec }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
