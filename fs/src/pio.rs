@@ -28,28 +28,8 @@ pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub fn read_fd(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: `buf` is a valid writable buffer of the given length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-        if out.len() >= limit {
-            return Ok(out);
-        }
-    }
-}
+/// The most read from one procfs file.
+const READ_LIMIT: usize = 1 << 20;
 
 /// Reads a whole seq_file from position 0 with pread (procfs regenerates it), so one fd kept
 /// open serves every read without an open/close.
@@ -77,13 +57,15 @@ pub fn pread_all(fd: &OwnedFd) -> io::Result<Vec<u8>> {
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n as usize]);
+        if out.len() >= READ_LIMIT {
+            return Ok(out);
+        }
     }
 }
 
 /// Reads a whole (small) procfs file.
 pub fn read_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
-    let fd = open_at(dir, path, libc::O_RDONLY)?;
-    read_fd(&fd, 1 << 20)
+    pread_all(&open_at(dir, path, libc::O_RDONLY)?)
 }
 
 pub fn readlink_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
