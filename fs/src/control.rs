@@ -20,7 +20,7 @@ use crate::overlay::Overlay;
 use crate::pio;
 use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
 
-const CAP_SYS_ADMIN: u32 = 21;
+use crate::nsops::CAP_SYS_ADMIN;
 
 fn peer_pid_uid(sock: &UnixStream) -> io::Result<(u32, u32)> {
     let mut cred = libc::ucred {
@@ -454,20 +454,11 @@ pub fn reap_dead_namespaces(daemon: &Daemon) {
         if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
             continue;
         }
-        if snap.meta.label.starts_with("unshare:") || snap.meta.label.starts_with("clone3:") {
-            // Kept while referenced (nsops::collect_garbage).
-            if daemon
-                .tasks
-                .iter()
-                .any(|r| r.ns.time == NsRef::Slot(snap.slot) || r.ns.tfc == NsRef::Slot(snap.slot))
-            {
-                continue;
-            }
+        if crate::nsops::made_by_a_syscall(&snap.meta.label) {
+            // Kept while referenced: nsops::collect_garbage.
+            continue;
         }
-        let alive = matches!(
-            pio::stat_start_and_state(daemon.host_proc(), &snap.meta.anchor_pid.to_string()),
-            Ok((start, state)) if start == snap.meta.anchor_starttime && state != b'Z' && state != b'X'
-        );
+        let alive = daemon.anchor_alive(&snap.meta);
         if !alive {
             daemon.store.release(snap.slot);
             tracing::info!(

@@ -13,7 +13,13 @@ use timens_proto::{NsSlot, Response, INIT_SLOT_INDEX};
 use crate::pio;
 use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
 
-const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether a namespace was made by the clock library's unshare/clone3 (its lifetime follows its
+/// references, not a sandbox's).
+pub fn made_by_a_syscall(label: &str) -> bool {
+    label.starts_with("unshare:") || label.starts_with("clone3:")
+}
 
 /// Namespaces made by clone3 for a child not placed yet: inum -> (creator's host pid, when).
 pub type Pending = dashmap::DashMap<u32, (u32, Instant)>;
@@ -272,8 +278,7 @@ fn host_child_of(daemon: &Daemon, parent: u32, nspid: u32, level: usize) -> Opti
 pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
     pending.retain(|_, (_, when)| when.elapsed() < Duration::from_secs(10));
     for snap in daemon.store.live() {
-        let label = &snap.meta.label;
-        if !(label.starts_with("unshare:") || label.starts_with("clone3:")) {
+        if !made_by_a_syscall(&snap.meta.label) {
             continue;
         }
         let ns = NsRef::Slot(snap.slot);
@@ -286,11 +291,7 @@ pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
         if used {
             continue;
         }
-        let creator_alive = matches!(
-            pio::stat_start_and_state(daemon.host_proc(), &snap.meta.anchor_pid.to_string()),
-            Ok((start, state)) if start == snap.meta.anchor_starttime && state != b'Z' && state != b'X'
-        );
-        if !creator_alive {
+        if !daemon.anchor_alive(&snap.meta) {
             daemon.store.release(snap.slot);
         }
     }

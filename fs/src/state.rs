@@ -179,6 +179,15 @@ impl Daemon {
         }
     }
 
+    /// Whether the process a namespace's slot names as its anchor (its first process, or the one
+    /// that made it) is still that process and not a zombie.
+    pub fn anchor_alive(&self, meta: &SlotMeta) -> bool {
+        matches!(
+            pio::stat_start_and_state(self.host_proc(), &meta.anchor_pid.to_string()),
+            Ok((start, state)) if start == meta.anchor_starttime && state != b'Z' && state != b'X'
+        )
+    }
+
     /// B2: the first entry into a namespace freezes its offsets forever.
     pub fn enter(&self, ns: NsRef) {
         if let NsRef::Slot(s) = ns {
