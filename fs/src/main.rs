@@ -58,6 +58,9 @@ fn run(args: Args) -> std::io::Result<()> {
             "must run as root (it mounts and serves /proc for sandboxes)",
         ));
     }
+    // No supplementary groups: the daemon then "acts as" a caller (and skips switching to its
+    // credentials) without knowing the caller's groups, which procfs's modes never look at.
+    nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
     // Signals are taken by a dedicated thread (sigwait): block them before any thread starts.
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGTERM);

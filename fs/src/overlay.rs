@@ -16,8 +16,9 @@ use fuser::{
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +38,8 @@ const TTL_STABLE: Duration = Duration::from_secs(60);
 const TTL_NONE: Duration = Duration::ZERO;
 
 const CAP_SYS_TIME: u32 = 25;
+/// Most `PID/stat` files kept open per sandbox (see `Overlay::stat_fd`).
+const STAT_FDS: usize = 256;
 /// i_size given to open virtual files so splice reads them (see `allow_splice`).
 const SPLICE_SIZE: u64 = 1 << 20;
 
@@ -84,7 +87,9 @@ enum Key {
     /// `/proc/.timens/time` and `time_for_children`: the caller's own namespaces in one round
     /// trip, for the clock library's start-up (the `ns/time` path costs six).
     CallerNs(bool, u32),
-    Uptime,
+    /// `/proc/uptime` as a reader in this namespace sees it: one inode per namespace, so each
+    /// has its own page cache (see `open_uptime`).
+    Uptime(NsRef),
     Stat,
     /// A directory of the real procfs root bind-mounted over this stub by the sandbox.
     StaticDir(OsString),
@@ -117,7 +122,6 @@ enum Key {
 const ROOT_INO: u64 = 1;
 const HIDDEN_DIR_INO: u64 = 2;
 const HIDDEN_STUB_INO: u64 = 3;
-const UPTIME_INO: u64 = 4;
 const STAT_INO: u64 = 5;
 const HIDDEN_STORE_INO: u64 = 6;
 const HIDDEN_SOCKET_INO: u64 = 7;
@@ -154,7 +158,6 @@ impl Inodes {
             Key::HiddenStub => HIDDEN_STUB_INO,
             Key::HiddenStore => HIDDEN_STORE_INO,
             Key::HiddenSocket => HIDDEN_SOCKET_INO,
-            Key::Uptime => UPTIME_INO,
             Key::Stat => STAT_INO,
             Key::NsFile(inum) => *inum as u64,
             _ => return None,
@@ -186,7 +189,6 @@ impl Inodes {
             HIDDEN_STUB_INO => return Some(Key::HiddenStub),
             HIDDEN_STORE_INO => return Some(Key::HiddenStore),
             HIDDEN_SOCKET_INO => return Some(Key::HiddenSocket),
-            UPTIME_INO => return Some(Key::Uptime),
             STAT_INO => return Some(Key::Stat),
             _ => {}
         }
@@ -194,7 +196,8 @@ impl Inodes {
         m.by_ino.get(&ino).map(|(k, _)| k.clone())
     }
 
-    fn forget(&self, ino: u64, n: u64) {
+    /// Drops `n` kernel references; returns the key when that was the last one.
+    fn forget(&self, ino: u64, n: u64) -> Option<Key> {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let remove = match m.by_ino.get_mut(&ino) {
             Some(e) => {
@@ -203,11 +206,12 @@ impl Inodes {
             }
             None => false,
         };
-        if remove {
-            if let Some((key, _)) = m.by_ino.remove(&ino) {
-                m.by_key.remove(&key);
-            }
+        if !remove {
+            return None;
         }
+        let (key, _) = m.by_ino.remove(&ino)?;
+        m.by_key.remove(&key);
+        Some(key)
     }
 }
 
@@ -221,6 +225,16 @@ struct OpenFile {
     phantom: u64,
     /// CAP_SYS_TIME of the opener (F2: checked with the opener's credentials).
     cap_sys_time: bool,
+    /// Read through the page cache, which holds the inode's published content (`Published`).
+    cached: bool,
+}
+
+/// The content of a page-cached `/proc/uptime` inode that the kernel was last told about:
+/// attribute replies give its length, and an mtime that changes with `generation`; page reads
+/// return its bytes.
+struct Published {
+    bytes: Vec<u8>,
+    generation: u64,
 }
 
 enum DirList {
@@ -236,6 +250,16 @@ pub struct Overlay {
     next_fh: AtomicU64,
     /// Virtual files whose kernel-side size is known to be SPLICE_SIZE (see `allow_splice`).
     sized: Mutex<std::collections::HashSet<u64>>,
+    /// `PID/stat` of the sandbox's procfs, kept open per inode (up to `STAT_FDS`) and read with
+    /// pread: an open and a close less per read.
+    stat_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Published `/proc/uptime` content per namespace.
+    uptime: Mutex<HashMap<NsRef, Published>>,
+    /// Set once a reader outside the sandbox's own namespace looked for `/proc/uptime`: from
+    /// then on its lookups are per caller (TTL 0); before, one entry cached for good serves all.
+    uptime_per_caller: AtomicBool,
+    /// Time stamps of every inode (procfs shows its inodes' creation time).
+    born: SystemTime,
     uid: u32,
     gid: u32,
 }
@@ -284,6 +308,10 @@ impl Overlay {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             sized: Default::default(),
+            uptime: Default::default(),
+            stat_fds: Default::default(),
+            uptime_per_caller: AtomicBool::new(false),
+            born: SystemTime::now(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             // SAFETY: as above.
@@ -320,6 +348,109 @@ impl Overlay {
         }
     }
 
+    /// Renders `/proc/uptime` for namespace `ns` and makes it the published content if it
+    /// differs. Returns whether it changed, and the published length and generation.
+    fn publish_uptime(&self, ns: NsRef) -> Res<(bool, (u64, u64))> {
+        let bytes = crate::rootfile::render_in(&self.daemon, &self.sb, RootFile::Uptime, ns)?;
+        let mut m = self.uptime.lock().unwrap_or_else(|e| e.into_inner());
+        let p = m.entry(ns).or_insert_with(|| Published {
+            bytes: Vec::new(),
+            generation: 0,
+        });
+        let changed = p.bytes != bytes;
+        if changed {
+            p.bytes = bytes;
+            p.generation += 1;
+        }
+        Ok((changed, (p.bytes.len() as u64, p.generation)))
+    }
+
+    /// How long the kernel may keep the attributes (and so the pages) of uptime for `ns`: until
+    /// its first field changes. The kernel rounds this up to whole jiffies, so a file kept open
+    /// and read again can show the previous centisecond for up to a jiffy or two; every fresh
+    /// open checks the content (`open_uptime`).
+    fn uptime_attr_ttl(&self, ns: NsRef) -> Duration {
+        crate::rootfile::uptime_unchanged_for(&self.daemon, ns)
+    }
+
+    fn uptime_ttl_of(&self, key: &Key) -> Duration {
+        match key {
+            Key::Uptime(ns) => self.uptime_attr_ttl(*ns),
+            _ => Duration::MAX,
+        }
+    }
+
+    /// Opens `/proc/uptime` of namespace `ns` for reading through the page cache: one round
+    /// trip (this OPEN) per open+read+close while the content is unchanged, instead of three.
+    ///
+    /// The content is rendered now; if it differs from what the kernel holds, the inode's
+    /// attributes are invalidated (only the attributes: dropping pages from inside a request
+    /// can wait on a page read that this daemon has yet to answer). The reader's read then asks
+    /// for attributes, sees a new mtime and size, drops the old pages itself
+    /// (FUSE_AUTO_INVAL_DATA) and reads the published content.
+    ///
+    /// A reader in another namespace can only arrive here through the entry cached for the
+    /// sandbox's own namespace, before lookups became per caller: ESTALE makes the kernel
+    /// repeat the open with a fresh lookup, which now gives it its own inode.
+    fn open_uptime(&self, req: &Request, ino: INodeNo, ns: NsRef) -> Res<Option<FopenFlags>> {
+        let caller = self.caller_ns(req).time;
+        if caller != ns {
+            if !self.uptime_per_caller.swap(true, Ordering::Relaxed) {
+                return Err(Errno::ESTALE);
+            }
+            // Per caller already: the caller changed namespace between lookup and open. Serve
+            // it directly (and leave the pages, which belong to `ns`, alone).
+            return Ok(Some(
+                FopenFlags::FOPEN_DIRECT_IO
+                    | FopenFlags::FOPEN_KEEP_CACHE
+                    | FopenFlags::FOPEN_NOFLUSH,
+            ));
+        }
+        let (changed, _) = self.publish_uptime(ns)?;
+        if changed {
+            if let Some(n) = self
+                .sb
+                .notifier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                // ENOENT: the kernel has no such inode cached; nothing to invalidate.
+                if let Err(e) = n.inval_inode(ino, -1, 0) {
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        tracing::warn!(error = %e, "notify inval inode");
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The open `stat` file of `p` for inode `ino`. The sandbox's procfs lets anyone open it
+    /// (mode 0444, no hidepid) and decides what a read shows by the reader's credentials at read
+    /// time (do_task_stat's ptrace check), so an fd opened by the daemon and read as the caller
+    /// gives exactly what the caller's own open and read would.
+    fn stat_fd(&self, ino: u64, p: &Proc) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self
+            .stat_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(pio::open_at(
+            self.procfs(),
+            &format!("{}/stat", p.base()),
+            libc::O_RDONLY,
+        )?);
+        let mut m = self.stat_fds.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < STAT_FDS {
+            m.insert(ino, fd.clone());
+        }
+        Ok(fd)
+    }
+
     fn procfs(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sb.procfs()
     }
@@ -333,7 +464,7 @@ impl Overlay {
         gid: u32,
         nlink: u32,
     ) -> FileAttr {
-        let now = SystemTime::now();
+        let now = self.born;
         FileAttr {
             ino: INodeNo(ino),
             size: 0,
@@ -364,7 +495,18 @@ impl Overlay {
         if req.pid() == 0 {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
-        let c = creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)?;
+        let c = if self.sb.pidns_level == 0 {
+            // The caller's pid is also ours: capget(2) and the request's fsuid/fsgid.
+            creds::fs_creds(
+                self.procfs(),
+                req.pid(),
+                req.uid(),
+                req.gid(),
+                self.daemon.own_user_ns,
+            )?
+        } else {
+            creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)?
+        };
         if self.daemon.acts_as(&c) {
             // Switching to identical filesystem credentials would change nothing.
             return f();
@@ -429,7 +571,14 @@ impl Overlay {
             Key::HiddenDir | Key::HiddenStub | Key::StaticDir(_) => {
                 self.attr(ino, FileType::Directory, 0o555, u, g, 2)
             }
-            Key::Uptime | Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
+            Key::Uptime(ns) => {
+                let (len, generation) = self.publish_uptime(*ns)?.1;
+                let mut a = self.attr(ino, FileType::RegularFile, 0o444, u, g, 1);
+                a.size = len;
+                a.mtime = self.born + Duration::from_nanos(generation);
+                a
+            }
+            Key::Stat => self.attr(ino, FileType::RegularFile, 0o444, u, g, 1),
             Key::HiddenStore | Key::HiddenSocket => {
                 self.attr(ino, FileType::RegularFile, 0o444, u, g, 1)
             }
@@ -505,7 +654,13 @@ impl Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ino);
         match self.attr_of(ino, &key) {
-            Ok(attr) => reply.entry_with_ttls(&ttl, &ttl, &attr, Generation(0)),
+            Ok(attr) => {
+                let attr_ttl = match key {
+                    Key::Uptime(ns) => ttl.min(self.uptime_attr_ttl(ns)),
+                    _ => ttl,
+                };
+                reply.entry_with_ttls(&attr_ttl, &ttl, &attr, Generation(0))
+            }
             Err(e) => {
                 self.inodes.forget(ino, 1);
                 reply.error(e)
@@ -566,7 +721,17 @@ impl Overlay {
     fn lookup_root(&self, req: &Request, s: &str, name: &OsStr) -> Res<(Key, Duration)> {
         match s {
             HIDDEN_DIR => return Ok((Key::HiddenDir, TTL_STATIC)),
-            "uptime" => return Ok((Key::Uptime, TTL_STATIC)),
+            "uptime" => {
+                let own = NsRef::Slot(self.sb.ns);
+                let ns = self.caller_ns(req).time;
+                if ns != own {
+                    self.uptime_per_caller.store(true, Ordering::Relaxed);
+                }
+                if self.uptime_per_caller.load(Ordering::Relaxed) {
+                    return Ok((Key::Uptime(ns), TTL_NONE));
+                }
+                return Ok((Key::Uptime(own), TTL_STATIC));
+            }
             "stat" => return Ok((Key::Stat, TTL_STATIC)),
             "self" => {
                 let tgid = self.caller_tgid(req.pid())?;
@@ -898,18 +1063,18 @@ impl Overlay {
     }
 
     /// Content of a virtual file for the reading task.
-    fn render(&self, req: &Request, key: &Key) -> Res<Vec<u8>> {
+    fn render(&self, req: &Request, ino: u64, key: &Key) -> Res<Vec<u8>> {
         match key {
-            Key::Uptime => {
+            Key::Uptime(_) => {
                 crate::rootfile::render(&self.daemon, &self.sb, RootFile::Uptime, req.pid())
             }
             Key::Stat => crate::rootfile::render(&self.daemon, &self.sb, RootFile::Stat, req.pid()),
             Key::PidStat(p) => {
-                // Read as the caller: do_task_stat hides some fields from non-permitted readers.
+                // Read as the caller: do_task_stat hides some fields from readers it does not
+                // permit, judged at read time by the reader's credentials.
+                let fd = self.stat_fd(ino, p).map_err(|e| errno_of(&e))?;
                 let host = self
-                    .as_caller(req, || {
-                        pio::read_at(self.procfs(), &format!("{}/stat", p.base()))
-                    })
+                    .as_caller(req, || pio::pread_all(&fd))
                     .map_err(|e| errno_of(&e))?;
                 let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
                 procview::rewrite_pid_stat_starttime(&host, off).map_err(|_| Errno::EIO)
@@ -959,7 +1124,7 @@ impl Overlay {
                 }
                 cap_sys_time = c.has_cap(CAP_SYS_TIME);
             }
-            Key::Offsets(..) | Key::Uptime | Key::Stat | Key::PidStat(_) | Key::NsFile(_) => {
+            Key::Offsets(..) | Key::Uptime(_) | Key::Stat | Key::PidStat(_) | Key::NsFile(_) => {
                 if write {
                     return Err(Errno::EACCES);
                 }
@@ -971,6 +1136,7 @@ impl Overlay {
             snapshot: None,
             phantom: 0,
             cap_sys_time,
+            cached: false,
         })
     }
 
@@ -1014,7 +1180,10 @@ impl Filesystem for Overlay {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Link texts are immutable per inode (per-caller and per-text inodes), so the kernel may
         // cache them: `/proc/meminfo` then costs no round trip at all.
-        let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
+        // AUTO_INVAL_DATA: a new mtime in an attribute reply drops the inode's pages (uptime).
+        let wanted = InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -1025,12 +1194,32 @@ impl Filesystem for Overlay {
         };
         match self.lookup_key(req, &pkey, name) {
             Ok((key, ttl)) => self.reply_entry(key, ttl, reply),
+            Err(Errno::ENOENT) if matches!(pkey, Key::Pid(_)) => {
+                // A process directory's names are fixed by the kernel, so a missing one stays
+                // missing: the kernel may remember that (`ps` asks every process for `ctty`).
+                let none = self.attr(0, FileType::RegularFile, 0, 0, 0, 0);
+                reply.entry_with_ttls(&TTL_NONE, &TTL_STABLE, &none, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.inodes.forget(ino.0, nlookup);
+        match self.inodes.forget(ino.0, nlookup) {
+            Some(Key::PidStat(_)) => {
+                self.stat_fds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ino.0);
+            }
+            Some(Key::Uptime(ns)) => {
+                self.uptime
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ns);
+            }
+            _ => {}
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1044,8 +1233,8 @@ impl Filesystem for Overlay {
             | Key::HiddenStore
             | Key::HiddenSocket
             | Key::StaticDir(_)
-            | Key::Uptime
             | Key::Stat => TTL_STATIC,
+            Key::Uptime(_) => TTL_STATIC,
             _ => TTL_PID,
         };
         self.sized
@@ -1053,7 +1242,8 @@ impl Filesystem for Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ino.0);
         match self.attr_of(ino.0, &key) {
-            Ok(attr) => reply.attr(&ttl, &attr),
+            // For uptime, counted from the content just published.
+            Ok(attr) => reply.attr(&ttl.min(self.uptime_ttl_of(&key)), &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -1108,18 +1298,34 @@ impl Filesystem for Overlay {
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
+        let uptime = match key {
+            Key::Uptime(ns) if flags.acc_mode() == OpenAccMode::O_RDONLY => {
+                match self.open_uptime(req, ino, ns) {
+                    Ok(direct) => Some(direct),
+                    Err(e) => return reply.error(e),
+                }
+            }
+            _ => None,
+        };
         match self.open_virtual(req, key, flags) {
-            Ok(f) => {
+            Ok(mut f) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let open_flags = match uptime {
+                    Some(Some(direct)) => direct,
+                    Some(None) => {
+                        f.cached = true;
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+                    }
+                    None => {
+                        self.allow_splice(ino);
+                        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+                    }
+                };
                 self.files
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(fh, f);
-                self.allow_splice(ino);
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-                );
+                reply.opened(FileHandle(fh), open_flags);
             }
             Err(e) => reply.error(e),
         }
@@ -1144,20 +1350,28 @@ impl Filesystem for Overlay {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&ino.0);
         }
-        let (key, phantom, snapshot) = {
+        let (key, phantom, snapshot, cached) = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             let Some(f) = files.get(&fh.0) else {
                 return reply.error(Errno::EBADF);
             };
-            (f.key.clone(), f.phantom, f.snapshot.clone())
+            (f.key.clone(), f.phantom, f.snapshot.clone(), f.cached)
         };
+        if let (true, Key::Uptime(ns)) = (cached, &key) {
+            // A page read: the published content, which the size the kernel has matches.
+            let m = self.uptime.lock().unwrap_or_else(|e| e.into_inner());
+            let bytes = m.get(ns).map(|p| p.bytes.as_slice()).unwrap_or_default();
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            return reply.data(&bytes[start..end]);
+        }
         let pos = if offset >= phantom {
             offset - phantom
         } else {
             offset
         };
         let content = if pos == 0 || snapshot.is_none() {
-            match self.render(req, &key) {
+            match self.render(req, ino.0, &key) {
                 Ok(c) => {
                     if let Some(f) = self
                         .files

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use crate::pio;
-use crate::state::{Daemon, Sandbox};
+use crate::state::{Daemon, NsRef, Sandbox};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RootFile {
@@ -46,9 +46,19 @@ fn read_host(sb: &Sandbox, which: RootFile) -> io::Result<Vec<u8>> {
 
 /// The file's content for the reading task `tid` (sandbox numbering), J1 and J3.
 pub fn render(daemon: &Daemon, sb: &Sandbox, which: RootFile, tid: u32) -> Result<Vec<u8>, Errno> {
+    render_in(daemon, sb, which, daemon.caller_ns(sb, tid).time)
+}
+
+/// The file's content as a reader in namespace `ns` sees it now.
+pub fn render_in(
+    daemon: &Daemon,
+    sb: &Sandbox,
+    which: RootFile,
+    ns: NsRef,
+) -> Result<Vec<u8>, Errno> {
     let host =
         read_host(sb, which).map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    let off = daemon.offsets(daemon.caller_ns(sb, tid).time).boottime;
+    let off = daemon.offsets(ns).boottime;
     match which {
         RootFile::Uptime => {
             let now = pio::clock_now(libc::CLOCK_BOOTTIME).add_normalized(off);
@@ -58,4 +68,13 @@ pub fn render(daemon: &Daemon, sb: &Sandbox, which: RootFile, tid: u32) -> Resul
             procview::rewrite_stat_btime(&host, off, host_boot_nsec()).map_err(|_| Errno::EIO)
         }
     }
+}
+
+/// How long the first field of `/proc/uptime` keeps its value for a reader in `ns`: the time to
+/// the next centisecond of that namespace's boottime (J1 truncates to centiseconds).
+pub fn uptime_unchanged_for(daemon: &Daemon, ns: NsRef) -> std::time::Duration {
+    const CENTISECOND: i64 = 10_000_000;
+    let now = pio::clock_now(libc::CLOCK_BOOTTIME).add_normalized(daemon.offsets(ns).boottime);
+    let into = now.nsec.rem_euclid(CENTISECOND);
+    std::time::Duration::from_nanos((CENTISECOND - into) as u64)
 }

@@ -12,10 +12,10 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 
-use crate::util::{cvt_long, fstatat, openat, read_all};
+use crate::util::{cvt_long, openat, read_all};
 
 /// A task's credentials as shown in `/proc/PID/status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +113,64 @@ pub fn read_creds(procfs: BorrowedFd<'_>, tid: u32, own_user_ns_inode: u64) -> i
             format!("unparsable /proc/{tid}/status"),
         )
     })?;
-    creds.same_user_ns = fstatat(dir.as_fd(), "ns/user", 0)?.st_ino == own_user_ns_inode;
+    creds.same_user_ns = user_ns_at(dir.as_fd(), "ns/user")? == own_user_ns_inode;
     Ok(creds)
+}
+
+/// The credentials procfs judges a FUSE caller by, without generating its status file (a few
+/// microseconds per request, the largest part of serving `ps`): `fsuid` and `fsgid` as the kernel
+/// stamped them on the request, and the effective capabilities of thread `tid` from capget(2).
+/// `tid` must be numbered in this process's pid namespace, and also in `procfs`'s (which gives
+/// its user namespace, looked at only when it holds capabilities).
+///
+/// Supplementary groups are left out (empty): acting with fewer groups can only be refused
+/// more, never allowed more, and procfs's per-process files give their group exactly what they
+/// give everyone else (their modes are `S_IRUGO`-style or owner-only), so the outcome is the same.
+pub fn fs_creds(
+    procfs: BorrowedFd<'_>,
+    tid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    own_user_ns_inode: u64,
+) -> io::Result<Creds> {
+    let cap_eff = capget_of(tid)?.effective;
+    let same_user_ns =
+        cap_eff == 0 || user_ns_at(procfs, &format!("{tid}/ns/user"))? == own_user_ns_inode;
+    Ok(Creds {
+        uid: [fsuid; 4],
+        gid: [fsgid; 4],
+        groups: Vec::new(),
+        cap_eff,
+        same_user_ns,
+    })
+}
+
+/// The inode number of the user namespace behind the `ns/user` link at `path`, read from the
+/// link's text `user:[N]` (a stat of the link would make nsfs set up a dentry and inode: several
+/// times slower).
+fn user_ns_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<u64> {
+    let c = crate::util::cstring(path.as_bytes())?;
+    let mut buf = [0u8; 64];
+    // SAFETY: `c` is NUL-terminated; `buf` is writable for `buf.len()` bytes.
+    let n = crate::util::cvt_ssize(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.strip_prefix("user:["))
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{path}: not a user namespace link"),
+            )
+        })
 }
 
 /// The inode of the calling process's user namespace (`stat("/proc/self/ns/user").st_ino`).
@@ -163,11 +219,11 @@ struct CapSets {
     inheritable: u64,
 }
 
-fn capget() -> io::Result<CapSets> {
-    // pid 0: the calling thread.
+/// The capability sets of thread `tid` (0: the calling thread). Anyone may read them.
+fn capget_of(tid: u32) -> io::Result<CapSets> {
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
+        pid: tid as libc::c_int,
     };
     let mut data = [CapData::default(); 2];
     // SAFETY: version 3 takes a header and an array of two data structs; both are valid and
@@ -185,6 +241,10 @@ fn capget() -> io::Result<CapSets> {
         permitted: join(data[0].permitted, data[1].permitted),
         inheritable: join(data[0].inheritable, data[1].inheritable),
     })
+}
+
+fn capget() -> io::Result<CapSets> {
+    capget_of(0)
 }
 
 fn capset(sets: CapSets) -> io::Result<()> {

@@ -72,20 +72,6 @@ pub(crate) fn openat(dirfd: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> i
     })
 }
 
-/// `fstatat(dirfd, path, flags)`.
-pub(crate) fn fstatat(
-    dirfd: BorrowedFd<'_>,
-    path: &str,
-    flags: libc::c_int,
-) -> io::Result<libc::stat> {
-    let c = cstring(path.as_bytes())?;
-    // SAFETY: an all-zero `struct stat` is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and outlives the call; `st` is a valid, writable stat buffer.
-    cvt(unsafe { libc::fstatat(dirfd.as_raw_fd(), c.as_ptr(), &mut st, flags) })?;
-    Ok(st)
-}
-
 /// Reads `fd` to its end.
 pub(crate) fn read_all(fd: OwnedFd) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(2048);

@@ -144,3 +144,42 @@ clock_inside() {
 	after=$(py_clock monotonic)
 	between "$(add "$before" 999)" "$got" "$(add "$after" 1001)"
 }
+
+# /proc/uptime is read through the page cache (one round trip per open+read+close): a kept-open
+# fd must still move on, sendfile (busybox cat) must give the whole line, and readers in two
+# namespaces of one sandbox, taking turns, must each see their own uptime.
+@test "uptime: page-cached /proc/uptime stays exact (kept-open fd, sendfile, two namespaces taking turns)" {
+	requires sandbox preload timens_kernel tool:python3 tool:busybox
+	local hb ha out i
+	hb=$(host_uptime)
+	run --separate-stderr trun --boottime 86400 -- sh -c '
+		python3 -c "
+import time
+f = open(\"/proc/uptime\")
+a = f.read(); time.sleep(0.3); f.seek(0); b = f.read()
+print(a.split()[0], b.split()[0])"
+		for i in 1 2 3; do
+			cat /proc/uptime; busybox cat /proc/uptime
+			unshare -T --boottime 5000 sh -c "cat /proc/uptime; busybox cat /proc/uptime"
+		done
+		cat /proc/uptime'
+	ha=$(host_uptime)
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	local -a l
+	mapfile -t l <<<"$output"
+	[ "${#l[@]}" -eq 14 ] || fail "expected 14 lines, got ${#l[@]}: $output"
+	local -a kept
+	read -r -a kept <<<"${l[0]}"
+	between "$(add "${kept[0]}" 0.25)" "${kept[1]}" "$(add "${kept[0]}" 1)" ||
+		fail "a kept-open /proc/uptime read 0.3 s later: ${kept[*]}"
+	for i in 1 2 5 6 9 10 13; do
+		[[ ${l[$i]} =~ ^[0-9]+\.[0-9]{2}\ [0-9]+\.[0-9]{2}$ ]] || fail "line $i: '${l[$i]}'"
+		between "$(add "$hb" 86399)" "$(uptime_of "${l[$i]}")" "$(add "$ha" 86401)" ||
+			fail "line $i (sandbox's namespace): ${l[$i]}"
+	done
+	for i in 3 4 7 8 11 12; do
+		[[ ${l[$i]} =~ ^[0-9]+\.[0-9]{2}\ [0-9]+\.[0-9]{2}$ ]] || fail "line $i: '${l[$i]}'"
+		between "$(add "$hb" 4999)" "$(uptime_of "${l[$i]}")" "$(add "$ha" 5001)" ||
+			fail "line $i (unshare -T namespace): ${l[$i]}"
+	done
+}

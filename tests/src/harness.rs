@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Output of a process run by [`run_with_timeout`].
+#[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,

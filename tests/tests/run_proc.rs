@@ -391,7 +391,7 @@ fn elapsed_time_agrees_inside_and_outside() {
 fn unprivileged_user_gets_the_kernels_answers() {
     let needs = Needs {
         kernel_oracle: false,
-        tools: &["bash", "setpriv", "cat", "readlink", "ls"],
+        tools: &["bash", "setpriv", "cat", "readlink", "ls", "sed", "cut"],
     };
     let Some(env) = Env::new("unprivileged_user_gets_kernel_answers", needs) else {
         return;
@@ -411,6 +411,13 @@ fn unprivileged_user_gets_the_kernels_answers() {
         &["ls", "/proc/1/fd"],
         &["cat", "/proc/1/timens_offsets"],
         &["cat", "/proc/self/timens_offsets"],
+        // PID/stat fields do_task_stat hides from readers without ptrace access: start/end of
+        // code, start of stack, esp, eip, wchan, data/brk/arg/env bounds, exit code.
+        &[
+            "sh",
+            "-c",
+            "sed 's/.*) //' /proc/1/stat | cut -d' ' -f24-28,33,43-50",
+        ],
         &[
             "bash",
             "-c",
@@ -440,4 +447,48 @@ fn unprivileged_user_gets_the_kernels_answers() {
             );
         }
     }
+}
+
+/// Root inside a sandbox reads another process's `stat` in full, as on the host: the daemon
+/// reads it with the caller's credentials, and root is permitted (the fields a non-permitted
+/// reader sees as 1 or 0 are real addresses).
+#[test]
+fn root_reads_pid_stat_in_full() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["sh", "sed", "cut", "sleep"],
+    };
+    let Some(env) = Env::new("root_reads_pid_stat_in_full", needs) else {
+        return;
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let target = Kill(
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    // start_code, end_code, start_stack; start_data .. env_end (proc(5) fields 26-28, 45-51).
+    let fields = format!(
+        "sed 's/.*) //' /proc/{}/stat | cut -d' ' -f24-26,43-49",
+        target.0.id()
+    );
+    let host = sandbox::run(Command::new("sh").args(["-c", &fields]));
+    let unmasked = |out: &str| out.split_whitespace().any(|f| f != "0" && f != "1");
+    assert!(
+        host.status.success() && unmasked(&host.stdout),
+        "host: {host:?}"
+    );
+    let inside = env.run(&[], &["sh", "-c", &fields]);
+    assert_eq!(
+        (inside.status.code(), &inside.stdout),
+        (host.status.code(), &host.stdout),
+        "root reading a process's stat address fields: inside vs host"
+    );
 }
