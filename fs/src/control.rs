@@ -149,6 +149,7 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
             label,
             anchor_pid,
             attach_inum,
+            self_bound,
         } => {
             let req = CreateReq {
                 monotonic,
@@ -157,6 +158,7 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
                 label,
                 anchor_pid,
                 attach_inum,
+                self_bound,
             };
             match create_sandbox(daemon, peer_pid, peer_uid, fds, req) {
                 Ok(inum) => Response::Created { inum },
@@ -200,6 +202,7 @@ struct CreateReq {
     label: String,
     anchor_pid: Option<u32>,
     attach_inum: Option<u32>,
+    self_bound: bool,
 }
 
 fn mntns_of(daemon: &Daemon, pid: u32) -> u64 {
@@ -222,6 +225,7 @@ fn create_sandbox(
         mut label,
         anchor_pid,
         attach_inum,
+        self_bound: req_self_bound,
     } = req;
     // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
     let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
@@ -342,6 +346,7 @@ fn create_sandbox(
         host_uptime: Default::default(),
         host_stat: Default::default(),
         fd_as_link,
+        self_bound: req_self_bound,
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),

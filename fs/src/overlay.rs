@@ -99,6 +99,9 @@ enum Key {
     RootRealLink(OsString, Vec<u8>),
     SelfLink(u32),
     ThreadSelf(u32, u32),
+    /// `self` / `thread-self` when the sandbox procfs's own links are bound over them: fixed
+    /// mount points. Their text is never asked for once the bind is in place.
+    SelfStub(bool),
     Pid(Proc),
     Task(u32, u64),
     PidLink(Proc, OsString),
@@ -125,6 +128,8 @@ const HIDDEN_STUB_INO: u64 = 3;
 const STAT_INO: u64 = 5;
 const HIDDEN_STORE_INO: u64 = 6;
 const HIDDEN_SOCKET_INO: u64 = 7;
+const SELF_STUB_INO: u64 = 8;
+const THREAD_SELF_STUB_INO: u64 = 9;
 
 pub const HIDDEN_STORE: &str = "store";
 pub const HIDDEN_SOCKET: &str = "control.sock";
@@ -159,6 +164,8 @@ impl Inodes {
             Key::HiddenStore => HIDDEN_STORE_INO,
             Key::HiddenSocket => HIDDEN_SOCKET_INO,
             Key::Stat => STAT_INO,
+            Key::SelfStub(false) => SELF_STUB_INO,
+            Key::SelfStub(true) => THREAD_SELF_STUB_INO,
             Key::NsFile(inum) => *inum as u64,
             _ => return None,
         })
@@ -190,6 +197,8 @@ impl Inodes {
             HIDDEN_STORE_INO => return Some(Key::HiddenStore),
             HIDDEN_SOCKET_INO => return Some(Key::HiddenSocket),
             STAT_INO => return Some(Key::Stat),
+            SELF_STUB_INO => return Some(Key::SelfStub(false)),
+            THREAD_SELF_STUB_INO => return Some(Key::SelfStub(true)),
             _ => {}
         }
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,6 +262,8 @@ pub struct Overlay {
     /// `PID/stat` of the sandbox's procfs, kept open per inode (up to `STAT_FDS`) and read with
     /// pread: an open and a close less per read.
     stat_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Whether the sandbox's procfs hides processes (then no fd is kept: see `stat_fd`).
+    procfs_hides_pids: std::sync::OnceLock<bool>,
     /// Published `/proc/uptime` content per namespace.
     uptime: Mutex<HashMap<NsRef, Published>>,
     /// Set once a reader outside the sandbox's own namespace looked for `/proc/uptime`: from
@@ -310,6 +321,7 @@ impl Overlay {
             sized: Default::default(),
             uptime: Default::default(),
             stat_fds: Default::default(),
+            procfs_hides_pids: Default::default(),
             uptime_per_caller: AtomicBool::new(false),
             born: SystemTime::now(),
             // SAFETY: getuid/getgid cannot fail.
@@ -426,11 +438,23 @@ impl Overlay {
         Ok(None)
     }
 
-    /// The open `stat` file of `p` for inode `ino`. The sandbox's procfs lets anyone open it
-    /// (mode 0444, no hidepid) and decides what a read shows by the reader's credentials at read
+    /// The open `stat` file of `p` for inode `ino`. Unless it hides processes (hidepid), the
+    /// sandbox's procfs lets anyone open it (mode 0444) and decides what a read shows by the reader's credentials at read
     /// time (do_task_stat's ptrace check), so an fd opened by the daemon and read as the caller
     /// gives exactly what the caller's own open and read would.
-    fn stat_fd(&self, ino: u64, p: &Proc) -> io::Result<Arc<OwnedFd>> {
+    fn stat_fd(&self, req: &Request, ino: u64, p: &Proc) -> io::Result<Arc<OwnedFd>> {
+        let path = format!("{}/stat", p.base());
+        let hides = *self.procfs_hides_pids.get_or_init(|| {
+            let info = pio::read_at(self.procfs(), &format!("{}/mountinfo", req.pid()));
+            info.map(|i| pio::procfs_hides_pids(self.procfs(), &String::from_utf8_lossy(&i)))
+                .unwrap_or(true)
+        });
+        if hides {
+            // Opened as the caller, used once.
+            return Ok(Arc::new(self.as_caller(req, || {
+                pio::open_at(self.procfs(), &path, libc::O_RDONLY)
+            })?));
+        }
         if let Some(fd) = self
             .stat_fds
             .lock()
@@ -439,11 +463,7 @@ impl Overlay {
         {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(pio::open_at(
-            self.procfs(),
-            &format!("{}/stat", p.base()),
-            libc::O_RDONLY,
-        )?);
+        let fd = Arc::new(pio::open_at(self.procfs(), &path, libc::O_RDONLY)?);
         let mut m = self.stat_fds.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() < STAT_FDS {
             m.insert(ino, fd.clone());
@@ -586,6 +606,7 @@ impl Overlay {
             | Key::RootRealLink(..)
             | Key::SelfLink(_)
             | Key::ThreadSelf(..)
+            | Key::SelfStub(_)
             | Key::CallerNs(..) => self.attr(ino, FileType::Symlink, 0o777, u, g, 1),
             Key::Pid(p) => {
                 let st = pio::stat_at(self.procfs(), &p.base(), false).map_err(|e| errno_of(&e))?;
@@ -733,6 +754,8 @@ impl Overlay {
                 return Ok((Key::Uptime(own), TTL_STATIC));
             }
             "stat" => return Ok((Key::Stat, TTL_STATIC)),
+            "self" if self.sb.self_bound => return Ok((Key::SelfStub(false), TTL_STATIC)),
+            "thread-self" if self.sb.self_bound => return Ok((Key::SelfStub(true), TTL_STATIC)),
             "self" => {
                 let tgid = self.caller_tgid(req.pid())?;
                 return Ok((Key::SelfLink(tgid), TTL_NONE));
@@ -921,6 +944,9 @@ impl Overlay {
                 }
             }
             Key::Denied(_, _, errno) => return Err(Errno::from_i32(*errno)),
+            // Only between mounting the overlay and binding the links (a re-attach to running
+            // processes): no answer is right for every reader, and errors are not cached.
+            Key::SelfStub(_) => return Err(Errno::ENOENT),
             Key::NsTarget(p, name) => format!(
                 "../{}/{HIDDEN_DIR}/{HIDDEN_PROC}/{}/ns/{}",
                 p.up(),
@@ -1072,7 +1098,7 @@ impl Overlay {
             Key::PidStat(p) => {
                 // Read as the caller: do_task_stat hides some fields from readers it does not
                 // permit, judged at read time by the reader's credentials.
-                let fd = self.stat_fd(ino, p).map_err(|e| errno_of(&e))?;
+                let fd = self.stat_fd(req, ino, p).map_err(|e| errno_of(&e))?;
                 let host = self
                     .as_caller(req, || pio::pread_all(&fd))
                     .map_err(|e| errno_of(&e))?;

@@ -183,6 +183,40 @@ pub fn clock_now(clockid: libc::clockid_t) -> procview::Timespec {
     procview::Timespec::new(ts.tv_sec, ts.tv_nsec)
 }
 
+/// Whether the procfs mount behind `fd` hides processes from some readers (`hidepid=` or
+/// `subset=pid` in its super options), or that cannot be told, by its line in `mountinfo` (of
+/// a process that sees the mount). Such a mount checks access when a file is opened, so files
+/// the daemon opened must not serve other readers.
+pub fn procfs_hides_pids(fd: BorrowedFd<'_>, mountinfo: &str) -> bool {
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` is a valid out-pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r != 0 || stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return true;
+    }
+    let id = stx.stx_mnt_id.to_string();
+    match mountinfo
+        .lines()
+        .find(|l| l.split(' ').next() == Some(id.as_str()))
+    {
+        // The super options are the last field, after " - fstype source ".
+        Some(line) => line.rsplit(' ').next().is_none_or(|opts| {
+            opts.split(',')
+                .any(|o| o.starts_with("hidepid=") || o == "subset=pid")
+        }),
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +242,40 @@ mod tests {
         assert!(b"RSDI".contains(&state), "state {}", state as char);
         let names = list_at(std::os::fd::AsFd::as_fd(&fd), "self/ns").unwrap();
         assert!(names.iter().any(|(n, _)| n == b"net"));
+    }
+}
+
+#[cfg(test)]
+mod hidepid_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn procfs_options_decide() {
+        let proc = std::fs::File::open("/proc").unwrap();
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: as in procfs_hides_pids.
+        let r = unsafe {
+            libc::statx(
+                proc.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_MNT_ID,
+                &mut stx,
+            )
+        };
+        assert_eq!(r, 0);
+        let id = stx.stx_mnt_id;
+        let line = |opts: &str| format!("{id} 20 0:22 / /proc rw,nosuid - proc proc {opts}\n");
+        assert!(!procfs_hides_pids(proc.as_fd(), &line("rw")));
+        assert!(procfs_hides_pids(
+            proc.as_fd(),
+            &line("rw,hidepid=invisible")
+        ));
+        assert!(procfs_hides_pids(proc.as_fd(), &line("rw,subset=pid")));
+        assert!(
+            procfs_hides_pids(proc.as_fd(), "1 2 0:1 / / rw - ext4 x rw\n"),
+            "not listed"
+        );
     }
 }

@@ -66,6 +66,9 @@ pub struct Sandbox {
     pub host_stat: std::sync::OnceLock<Option<OwnedFd>>,
     /// Serve `PID/fd` as a link into the real procfs (OCI containers), not as a directory.
     pub fd_as_link: bool,
+    /// `self` and `thread-self` have the sandbox procfs's own links bound over them (see
+    /// `Request::CreateSandbox::self_bound`).
+    pub self_bound: bool,
     /// Sandbox tid -> sandbox tgid of recent callers (`/proc/self`), dropped at their exit.
     pub tgid_cache: DashMap<u32, u32>,
     /// Sandbox tid -> host tid of tracked tasks.

@@ -133,6 +133,7 @@ pub fn mount(args: MountArgs) -> ! {
         label,
         anchor_pid: Some(args.pid),
         attach_inum,
+        self_bound: true,
     };
     let mut handles = overlay::StateHandles::open(&args.state_dir, !args.no_preload)
         .unwrap_or_else(|e| os_err("opening the daemon's state directory", e));

@@ -155,6 +155,7 @@ fn create_container(
         label: label(id),
         anchor_pid: Some(anchor),
         attach_inum: None,
+        self_bound: true,
     };
     overlay::attach_at(root, handles, procfs, &req);
     std::process::exit(0)

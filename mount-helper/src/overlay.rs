@@ -137,6 +137,21 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
     let hidden = hidden_buf.as_path();
     mountapi::move_mount_to(procfs.as_fd(), hidden)
         .unwrap_or_else(|e| os_err("attaching the sandbox's procfs", e));
+    // The procfs's own self and thread-self over the overlay's (the request said so): the kernel
+    // resolves their text ("<tgid>", "<tgid>/task/<tid>") in the overlay, per reader, without
+    // asking the daemon.
+    if matches!(
+        req,
+        Request::CreateSandbox {
+            self_bound: true,
+            ..
+        }
+    ) {
+        for name in ["self", "thread-self"] {
+            mountapi::bind_symlink(&hidden.join(name), &proc_dir.join(name))
+                .unwrap_or_else(|e| os_err(&format!("binding /proc/{name}"), e));
+        }
+    }
     // Directories the kernel serves whole get bind mounts, not links: sysctl insists on paths
     // under /proc/sys, and realpath must not show the hidden path.
     let listing =

@@ -199,6 +199,7 @@ fn setup_sandbox(args: &RunArgs, monotonic: Timespec, boottime: Timespec, label:
         label: label.to_string(),
         anchor_pid: None,
         attach_inum: None,
+        self_bound: true,
     };
     overlay::attach(handles, procfs, &req);
 }

@@ -58,6 +58,11 @@ pub enum Request {
         /// of creating one; the offsets are then ignored.
         #[serde(default)]
         attach_inum: Option<u32>,
+        /// The sender binds the sandbox procfs's own `self` and `thread-self` links over the
+        /// overlay's (the kernel then resolves them per reader, with no round trip): serve
+        /// those two names as fixed mount points.
+        #[serde(default)]
+        self_bound: bool,
     },
     /// Every namespace the daemon knows.
     Status,
@@ -230,6 +235,7 @@ mod tests {
             label: "run:1".into(),
             anchor_pid: None,
             attach_inum: None,
+            self_bound: true,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert!(text.starts_with(r#"{"op":"create_sandbox""#), "{text}");

@@ -49,6 +49,23 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
         .map_err(|e| step_error("open_tree_clone", path.display(), e))
 }
 
+/// Binds the symlink `src` itself (not what it points to) over the symlink `dst`:
+/// `open_tree(OPEN_TREE_CLONE | AT_SYMLINK_NOFOLLOW)` and `move_mount` without
+/// `MOVE_MOUNT_T_SYMLINKS`. A relative link text is then resolved from `dst`'s directory: the
+/// procfs `self` link bound into another directory names that directory's `<tgid>`.
+pub fn bind_symlink(src: &Path, dst: &Path) -> io::Result<()> {
+    let c = path_cstring(src).map_err(|e| step_error("open_tree_clone", src.display(), e))?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: `c` is NUL-terminated and outlives the call; the returned descriptor is taken over
+    // by `owned_fd`.
+    let fd =
+        owned_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })
+            .map_err(|e| step_error("open_tree_clone", src.display(), e))?;
+    move_mount_to(std::os::fd::AsFd::as_fd(&fd), dst)
+}
+
 /// As [`open_tree_clone`], with `path` relative to `dirfd`; an empty `path` clones the mount
 /// `dirfd` itself refers to (`AT_EMPTY_PATH`).
 pub fn open_tree_clone_at(

@@ -164,3 +164,24 @@ days_up() {
 	flock -n "$STATE/lock" true || fail "the lock is still held; daemon $d fds: $(ls -l "/proc/$d/fd")"
 	! ls -l "/proc/$d/fd" | grep -F "$STATE/lock" || fail "daemon $d holds $STATE/lock"
 }
+
+# /proc/self and /proc/thread-self are the sandbox procfs's own links bound over the overlay's:
+# each reader gets its own pid, and what they name is the overlay's (starttime shifted).
+@test "tools: /proc/self and /proc/thread-self name each reader's own overlay directory" {
+	requires sandbox
+	run --separate-stderr trun --boottime 86400 -- sh -c '
+		echo $$ $(readlink /proc/self)
+		sh -c "echo \$\$ \$(readlink /proc/thread-self)"
+		cut -d" " -f22 /proc/self/stat /proc/thread-self/stat'
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	local -a l a b
+	mapfile -t l <<<"$output"
+	read -r -a a <<<"${l[0]}"
+	read -r -a b <<<"${l[1]}"
+	# readlink runs as a child of the shell: it must name itself, not the shell.
+	[ "${a[0]}" != "${a[1]}" ] || fail "readlink /proc/self in a child named the shell: ${l[0]}"
+	[[ ${b[1]} =~ ^([0-9]+)/task/([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] &&
+		[ "${BASH_REMATCH[1]}" != "${b[0]}" ] || fail "readlink /proc/thread-self: ${l[1]}"
+	between 8640000 "${l[2]}" 1e15 || fail "/proc/self/stat starttime not shifted: ${l[2]}"
+	between 8640000 "${l[3]}" 1e15 || fail "/proc/thread-self/stat starttime not shifted: ${l[3]}"
+}
