@@ -38,8 +38,6 @@ const TTL_STABLE: Duration = Duration::from_secs(60);
 const TTL_NONE: Duration = Duration::ZERO;
 
 const CAP_SYS_TIME: u32 = 25;
-/// Most `PID/stat` files kept open per sandbox (see `Overlay::stat_fd`).
-const STAT_FDS: usize = 256;
 /// i_size given to open virtual files so splice reads them (see `allow_splice`).
 const SPLICE_SIZE: u64 = 1 << 20;
 
@@ -259,8 +257,8 @@ pub struct Overlay {
     next_fh: AtomicU64,
     /// Virtual files whose kernel-side size is known to be SPLICE_SIZE (see `allow_splice`).
     sized: Mutex<std::collections::HashSet<u64>>,
-    /// `PID/stat` of the sandbox's procfs, kept open per inode (up to `STAT_FDS`) and read with
-    /// pread: an open and a close less per read.
+    /// `PID/stat` of the sandbox's procfs, kept open per inode (within the daemon's budget,
+    /// `Daemon::stat_fd_budget`) and read with pread: an open and a close less per read.
     stat_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// Whether the sandbox's procfs hides processes (then no fd is kept: see `stat_fd`).
     procfs_hides_pids: std::sync::OnceLock<bool>,
@@ -439,9 +437,9 @@ impl Overlay {
     }
 
     /// The open `stat` file of `p` for inode `ino`. Unless it hides processes (hidepid), the
-    /// sandbox's procfs lets anyone open it (mode 0444) and decides what a read shows by the reader's credentials at read
-    /// time (do_task_stat's ptrace check), so an fd opened by the daemon and read as the caller
-    /// gives exactly what the caller's own open and read would.
+    /// sandbox's procfs lets anyone open it (mode 0444) and decides what a read shows by the
+    /// reader's credentials at read time (do_task_stat's ptrace check), so an fd opened by the
+    /// daemon and read as the caller gives exactly what the caller's own open and read would.
     fn stat_fd(&self, req: &Request, ino: u64, p: &Proc) -> io::Result<Arc<OwnedFd>> {
         let path = format!("{}/stat", p.base());
         let hides = *self.procfs_hides_pids.get_or_init(|| {
@@ -465,7 +463,7 @@ impl Overlay {
         }
         let fd = Arc::new(pio::open_at(self.procfs(), &path, libc::O_RDONLY)?);
         let mut m = self.stat_fds.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() < STAT_FDS {
+        if !m.contains_key(&ino) && self.daemon.take_fd_budget() {
             m.insert(ino, fd.clone());
         }
         Ok(fd)
@@ -1232,11 +1230,15 @@ impl Filesystem for Overlay {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         match self.inodes.forget(ino.0, nlookup) {
-            Some(Key::PidStat(_)) => {
-                self.stat_fds
+            Some(Key::PidStat(_))
+                if self
+                    .stat_fds
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ino.0);
+                    .remove(&ino.0)
+                    .is_some() =>
+            {
+                self.daemon.give_fd_budget(1);
             }
             Some(Key::Uptime(ns)) => {
                 self.uptime
@@ -1606,5 +1608,16 @@ impl Filesystem for Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh.0);
         reply.ok();
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let kept = self
+            .stat_fds
+            .get_mut()
+            .map(|m| m.len())
+            .unwrap_or_else(|e| e.get_ref().len());
+        self.daemon.give_fd_budget(kept);
     }
 }

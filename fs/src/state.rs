@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use procview::{Offsets, Timespec};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use timens::store::{SlotMeta, SlotRef, Store};
 use timens_sys::procconn::{ProcConnector, ProcEvent};
@@ -100,6 +100,8 @@ pub struct Daemon {
     /// Serialises event handling with decisions that depend on membership.
     events_lock: Mutex<()>,
     pub own_user_ns: u64,
+    /// How many more procfs files the overlays may keep open (a quarter of the fd limit).
+    fd_budget: AtomicUsize,
     pub host_proc: OwnedFd,
     /// The daemon's own credentials, to skip switching to a caller's identical ones.
     own_creds: Option<timens_sys::creds::Creds>,
@@ -135,6 +137,7 @@ impl Daemon {
             conn: conn.map(Mutex::new),
             events_lock: Mutex::new(()),
             own_user_ns,
+            fd_budget: AtomicUsize::new(fd_limit() / 4),
             own_creds: std::fs::read("/proc/thread-self/status")
                 .ok()
                 .and_then(|t| timens_sys::creds::parse_status(&t)),
@@ -158,6 +161,17 @@ impl Daemon {
             && c.fsgid() == own.fsgid()
             && c.cap_eff & own.cap_eff == own.cap_eff
             && sorted(&c.groups) == sorted(&own.groups)
+    }
+
+    /// Takes one fd from the budget for files kept open; false when none is left.
+    pub fn take_fd_budget(&self) -> bool {
+        self.fd_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub fn give_fd_budget(&self, n: usize) {
+        self.fd_budget.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn host_proc(&self) -> BorrowedFd<'_> {
@@ -501,5 +515,21 @@ impl Daemon {
         };
         let tp = pio::clock_now(id).add_normalized(val);
         tp.sec >= 0 && tp.sec <= max / 2
+    }
+}
+
+/// The soft limit on open files, raised to the hard limit first (the daemon keeps procfs files
+/// open for speed, within a quarter of it).
+fn fd_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard as usize
+            } else {
+                soft as usize
+            }
+        }
+        Err(_) => 1024,
     }
 }
