@@ -345,15 +345,16 @@ impl Overlay {
         {
             return;
         }
-        if let Some(n) = self
-            .sb
-            .notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            if let Err(e) = n.store(ino, SPLICE_SIZE - 1, &[0]) {
-                tracing::warn!(error = %e, "notify store");
+        self.notify("notify store", |n| n.store(ino, SPLICE_SIZE - 1, &[0]));
+    }
+
+    /// Sends a notification on this sandbox's FUSE session; failures are logged. ENOENT (the
+    /// kernel has no such inode cached: nothing to update) is not a failure.
+    fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) {
+        let notifier = self.sb.notifier.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Err(e)) = notifier.as_ref().map(send) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::warn!(error = %e, "{what}");
             }
         }
     }
@@ -418,20 +419,7 @@ impl Overlay {
         }
         let (changed, _) = self.publish_uptime(ns)?;
         if changed {
-            if let Some(n) = self
-                .sb
-                .notifier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                // ENOENT: the kernel has no such inode cached; nothing to invalidate.
-                if let Err(e) = n.inval_inode(ino, -1, 0) {
-                    if e.raw_os_error() != Some(libc::ENOENT) {
-                        tracing::warn!(error = %e, "notify inval inode");
-                    }
-                }
-            }
+            self.notify("notify inval inode", |n| n.inval_inode(ino, -1, 0));
         }
         Ok(None)
     }

@@ -183,11 +183,8 @@ pub fn clock_now(clockid: libc::clockid_t) -> procview::Timespec {
     procview::Timespec::new(ts.tv_sec, ts.tv_nsec)
 }
 
-/// Whether the procfs mount behind `fd` hides processes from some readers (`hidepid=` or
-/// `subset=pid` in its super options), or that cannot be told, by its line in `mountinfo` (of
-/// a process that sees the mount). Such a mount checks access when a file is opened, so files
-/// the daemon opened must not serve other readers.
-pub fn procfs_hides_pids(fd: BorrowedFd<'_>, mountinfo: &str) -> bool {
+/// The id of the mount `fd` is on (statx STATX_MNT_ID), as mountinfo's first field shows it.
+pub fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: an all-zero statx is a valid value of this plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` is a valid out-pointer.
@@ -200,10 +197,18 @@ pub fn procfs_hides_pids(fd: BorrowedFd<'_>, mountinfo: &str) -> bool {
             &mut stx,
         )
     };
-    if r != 0 || stx.stx_mask & libc::STATX_MNT_ID == 0 {
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// Whether the procfs mount behind `fd` hides processes from some readers (`hidepid=` or
+/// `subset=pid` in its super options), or that cannot be told, by its line in `mountinfo` (of
+/// a process that sees the mount). Such a mount checks access when a file is opened, so files
+/// the daemon opened must not serve other readers.
+pub fn procfs_hides_pids(fd: BorrowedFd<'_>, mountinfo: &str) -> bool {
+    let Some(id) = mount_id(fd) else {
         return true;
-    }
-    let id = stx.stx_mnt_id.to_string();
+    };
+    let id = id.to_string();
     match mountinfo
         .lines()
         .find(|l| l.split(' ').next() == Some(id.as_str()))
@@ -253,19 +258,7 @@ mod hidepid_tests {
     #[test]
     fn procfs_options_decide() {
         let proc = std::fs::File::open("/proc").unwrap();
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: as in procfs_hides_pids.
-        let r = unsafe {
-            libc::statx(
-                proc.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                libc::STATX_MNT_ID,
-                &mut stx,
-            )
-        };
-        assert_eq!(r, 0);
-        let id = stx.stx_mnt_id;
+        let id = mount_id(proc.as_fd()).expect("statx mount id");
         let line = |opts: &str| format!("{id} 20 0:22 / /proc rw,nosuid - proc proc {opts}\n");
         assert!(!procfs_hides_pids(proc.as_fd(), &line("rw")));
         assert!(procfs_hides_pids(
