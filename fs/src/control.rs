@@ -225,7 +225,7 @@ fn create_sandbox(
         mut label,
         anchor_pid,
         attach_inum,
-        self_bound: req_self_bound,
+        self_bound,
     } = req;
     // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
     let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
@@ -346,7 +346,7 @@ fn create_sandbox(
         host_uptime: Default::default(),
         host_stat: Default::default(),
         fd_as_link,
-        self_bound: req_self_bound,
+        self_bound,
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),

@@ -258,7 +258,7 @@ pub struct Overlay {
     /// Virtual files whose kernel-side size is known to be SPLICE_SIZE (see `allow_splice`).
     sized: Mutex<std::collections::HashSet<u64>>,
     /// `PID/stat` of the sandbox's procfs, kept open per inode (within the daemon's budget,
-    /// `Daemon::stat_fd_budget`) and read with pread: an open and a close less per read.
+    /// `Daemon::take_fd_budget`) and read with pread: an open and a close less per read.
     stat_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// Whether the sandbox's procfs hides processes (then no fd is kept: see `stat_fd`).
     procfs_hides_pids: std::sync::OnceLock<bool>,
@@ -361,7 +361,7 @@ impl Overlay {
 
     /// Renders `/proc/uptime` for namespace `ns` and makes it the published content if it
     /// differs. Returns whether it changed, and the published length and generation.
-    fn publish_uptime(&self, ns: NsRef) -> Res<(bool, (u64, u64))> {
+    fn publish_uptime(&self, ns: NsRef) -> Res<(bool, u64, u64)> {
         let bytes = crate::rootfile::render_in(&self.daemon, &self.sb, RootFile::Uptime, ns)?;
         let mut m = self.uptime.lock().unwrap_or_else(|e| e.into_inner());
         let p = m.entry(ns).or_insert_with(|| Published {
@@ -373,21 +373,17 @@ impl Overlay {
             p.bytes = bytes;
             p.generation += 1;
         }
-        Ok((changed, (p.bytes.len() as u64, p.generation)))
+        Ok((changed, p.bytes.len() as u64, p.generation))
     }
 
-    /// How long the kernel may keep the attributes (and so the pages) of uptime for `ns`: until
-    /// its first field changes. The kernel rounds this up to whole jiffies, so a file kept open
-    /// and read again can show the previous centisecond for up to a jiffy or two; every fresh
-    /// open checks the content (`open_uptime`).
-    fn uptime_attr_ttl(&self, ns: NsRef) -> Duration {
-        crate::rootfile::uptime_unchanged_for(&self.daemon, ns)
-    }
-
-    fn uptime_ttl_of(&self, key: &Key) -> Duration {
+    /// How long the kernel may keep `key`'s attributes, at most `ttl`. For uptime (and so for
+    /// its pages): until its first field changes. The kernel rounds this up to whole jiffies, so
+    /// a file kept open and read again can show the previous centisecond for up to a jiffy or
+    /// two; every fresh open checks the content (`open_uptime`).
+    fn attr_ttl(&self, key: &Key, ttl: Duration) -> Duration {
         match key {
-            Key::Uptime(ns) => self.uptime_attr_ttl(*ns),
-            _ => Duration::MAX,
+            Key::Uptime(ns) => ttl.min(crate::rootfile::uptime_unchanged_for(&self.daemon, *ns)),
+            _ => ttl,
         }
     }
 
@@ -417,7 +413,7 @@ impl Overlay {
                     | FopenFlags::FOPEN_NOFLUSH,
             ));
         }
-        let (changed, _) = self.publish_uptime(ns)?;
+        let (changed, ..) = self.publish_uptime(ns)?;
         if changed {
             self.notify("notify inval inode", |n| n.inval_inode(ino, -1, 0));
         }
@@ -428,18 +424,15 @@ impl Overlay {
     /// sandbox's procfs lets anyone open it (mode 0444) and decides what a read shows by the
     /// reader's credentials at read time (do_task_stat's ptrace check), so an fd opened by the
     /// daemon and read as the caller gives exactly what the caller's own open and read would.
-    fn stat_fd(&self, req: &Request, ino: u64, p: &Proc) -> io::Result<Arc<OwnedFd>> {
-        let path = format!("{}/stat", p.base());
+    /// None when the procfs hides processes: the caller must then open the file itself.
+    fn kept_stat_fd(&self, req: &Request, ino: u64, p: &Proc) -> io::Result<Option<Arc<OwnedFd>>> {
         let hides = *self.procfs_hides_pids.get_or_init(|| {
             let info = pio::read_at(self.procfs(), &format!("{}/mountinfo", req.pid()));
             info.map(|i| pio::procfs_hides_pids(self.procfs(), &String::from_utf8_lossy(&i)))
                 .unwrap_or(true)
         });
         if hides {
-            // Opened as the caller, used once.
-            return Ok(Arc::new(self.as_caller(req, || {
-                pio::open_at(self.procfs(), &path, libc::O_RDONLY)
-            })?));
+            return Ok(None);
         }
         if let Some(fd) = self
             .stat_fds
@@ -447,14 +440,15 @@ impl Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .get(&ino)
         {
-            return Ok(fd.clone());
+            return Ok(Some(fd.clone()));
         }
+        let path = format!("{}/stat", p.base());
         let fd = Arc::new(pio::open_at(self.procfs(), &path, libc::O_RDONLY)?);
         let mut m = self.stat_fds.lock().unwrap_or_else(|e| e.into_inner());
         if !m.contains_key(&ino) && self.daemon.take_fd_budget() {
             m.insert(ino, fd.clone());
         }
-        Ok(fd)
+        Ok(Some(fd))
     }
 
     fn procfs(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -498,27 +492,32 @@ impl Overlay {
     /// Runs `f` with the calling thread's filesystem credentials set to the caller's, so procfs
     /// applies its own permission checks (ptrace access, modes) to the caller, not to the daemon.
     fn as_caller<T>(&self, req: &Request, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        if req.pid() == 0 {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
-        let c = if self.sb.pidns_level == 0 {
-            // The caller's pid is also ours: capget(2) and the request's fsuid/fsgid.
-            creds::fs_creds(
-                self.procfs(),
-                req.pid(),
-                req.uid(),
-                req.gid(),
-                self.daemon.own_user_ns,
-            )?
-        } else {
-            creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)?
-        };
+        let c = self.caller_creds(req)?;
         if self.daemon.acts_as(&c) {
             // Switching to identical filesystem credentials would change nothing.
             return f();
         }
         let _guard = creds::assume(&c)?;
         f()
+    }
+
+    /// The credentials procfs judges the caller by. Where the caller's pid is also ours (no pid
+    /// namespace): the request's fsuid/fsgid and capget(2), without generating its status file.
+    fn caller_creds(&self, req: &Request) -> io::Result<creds::Creds> {
+        if req.pid() == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        if self.sb.pidns_level == 0 {
+            creds::fs_creds(
+                self.procfs(),
+                req.pid(),
+                req.uid(),
+                req.gid(),
+                self.daemon.own_user_ns,
+            )
+        } else {
+            creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)
+        }
     }
 
     fn caller_tgid(&self, tid: u32) -> Res<u32> {
@@ -578,7 +577,7 @@ impl Overlay {
                 self.attr(ino, FileType::Directory, 0o555, u, g, 2)
             }
             Key::Uptime(ns) => {
-                let (len, generation) = self.publish_uptime(*ns)?.1;
+                let (_, len, generation) = self.publish_uptime(*ns)?;
                 let mut a = self.attr(ino, FileType::RegularFile, 0o444, u, g, 1);
                 a.size = len;
                 a.mtime = self.born + Duration::from_nanos(generation);
@@ -662,11 +661,7 @@ impl Overlay {
             .remove(&ino);
         match self.attr_of(ino, &key) {
             Ok(attr) => {
-                let attr_ttl = match key {
-                    Key::Uptime(ns) => ttl.min(self.uptime_attr_ttl(ns)),
-                    _ => ttl,
-                };
-                reply.entry_with_ttls(&attr_ttl, &ttl, &attr, Generation(0))
+                reply.entry_with_ttls(&self.attr_ttl(&key, ttl), &ttl, &attr, Generation(0))
             }
             Err(e) => {
                 self.inodes.forget(ino, 1);
@@ -1084,10 +1079,14 @@ impl Overlay {
             Key::PidStat(p) => {
                 // Read as the caller: do_task_stat hides some fields from readers it does not
                 // permit, judged at read time by the reader's credentials.
-                let fd = self.stat_fd(req, ino, p).map_err(|e| errno_of(&e))?;
-                let host = self
-                    .as_caller(req, || pio::pread_all(&fd))
-                    .map_err(|e| errno_of(&e))?;
+                let host = match self.kept_stat_fd(req, ino, p) {
+                    Ok(Some(fd)) => self.as_caller(req, || pio::pread_all(&fd)),
+                    Ok(None) => self.as_caller(req, || {
+                        pio::read_at(self.procfs(), &format!("{}/stat", p.base()))
+                    }),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| errno_of(&e))?;
                 let off = self.daemon.offsets(self.caller_ns(req).time).boottime;
                 procview::rewrite_pid_stat_starttime(&host, off).map_err(|_| Errno::EIO)
             }
@@ -1115,8 +1114,7 @@ impl Overlay {
         match &key {
             Key::Offsets(pid, _) if write => {
                 // F1: procfs judges the open itself (owner, mode 0644, non-dumpable owner).
-                let c = creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)
-                    .map_err(|e| errno_of(&e))?;
+                let c = self.caller_creds(req).map_err(|e| errno_of(&e))?;
                 let real = format!("{pid}/timens_offsets");
                 let r = {
                     let _g = creds::assume(&c).map_err(|e| errno_of(&e))?;
@@ -1249,8 +1247,8 @@ impl Filesystem for Overlay {
             | Key::HiddenStore
             | Key::HiddenSocket
             | Key::StaticDir(_)
-            | Key::Stat => TTL_STATIC,
-            Key::Uptime(_) => TTL_STATIC,
+            | Key::Stat
+            | Key::Uptime(_) => TTL_STATIC,
             _ => TTL_PID,
         };
         self.sized
@@ -1259,7 +1257,7 @@ impl Filesystem for Overlay {
             .remove(&ino.0);
         match self.attr_of(ino.0, &key) {
             // For uptime, counted from the content just published.
-            Ok(attr) => reply.attr(&ttl.min(self.uptime_ttl_of(&key)), &attr),
+            Ok(attr) => reply.attr(&self.attr_ttl(&key, ttl), &attr),
             Err(e) => reply.error(e),
         }
     }

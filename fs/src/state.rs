@@ -137,7 +137,7 @@ impl Daemon {
             conn: conn.map(Mutex::new),
             events_lock: Mutex::new(()),
             own_user_ns,
-            fd_budget: AtomicUsize::new(fd_limit() / 4),
+            fd_budget: AtomicUsize::new(raise_fd_limit() / 4),
             own_creds: std::fs::read("/proc/thread-self/status")
                 .ok()
                 .and_then(|t| timens_sys::creds::parse_status(&t)),
@@ -518,9 +518,9 @@ impl Daemon {
     }
 }
 
-/// The soft limit on open files, raised to the hard limit first (the daemon keeps procfs files
-/// open for speed, within a quarter of it).
-fn fd_limit() -> usize {
+/// Raises the soft limit on open files to the hard limit and returns the soft limit now in force
+/// (the daemon keeps procfs files open for speed, within a quarter of it).
+fn raise_fd_limit() -> usize {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {

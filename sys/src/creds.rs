@@ -133,6 +133,10 @@ pub fn fs_creds(
     fsgid: u32,
     own_user_ns_inode: u64,
 ) -> io::Result<Creds> {
+    if tid == 0 {
+        // capget(0) would read this thread's own capabilities.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     let cap_eff = capget_of(tid)?.effective;
     let same_user_ns =
         cap_eff == 0 || user_ns_at(procfs, &format!("{tid}/ns/user"))? == own_user_ns_inode;

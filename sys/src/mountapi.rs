@@ -27,8 +27,16 @@ const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 
-fn open_tree(dirfd: libc::c_int, path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+fn open_tree(
+    dirfd: libc::c_int,
+    path: &CStr,
+    recursive: bool,
+    nofollow: bool,
+) -> io::Result<OwnedFd> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if nofollow {
+        flags |= libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    }
     if recursive {
         flags |= AT_RECURSIVE;
     }
@@ -45,7 +53,7 @@ fn open_tree(dirfd: libc::c_int, path: &CStr, recursive: bool) -> io::Result<Own
 /// descriptor unmounts the copy unless it has been attached with [`move_mount_to`].
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let c = path_cstring(path).map_err(|e| step_error("open_tree_clone", path.display(), e))?;
-    open_tree(libc::AT_FDCWD, &c, recursive)
+    open_tree(libc::AT_FDCWD, &c, recursive, false)
         .map_err(|e| step_error("open_tree_clone", path.display(), e))
 }
 
@@ -55,14 +63,8 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
 /// procfs `self` link bound into another directory names that directory's `<tgid>`.
 pub fn bind_symlink(src: &Path, dst: &Path) -> io::Result<()> {
     let c = path_cstring(src).map_err(|e| step_error("open_tree_clone", src.display(), e))?;
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
-    // SAFETY: `c` is NUL-terminated and outlives the call; the returned descriptor is taken over
-    // by `owned_fd`.
-    let fd =
-        owned_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })
-            .map_err(|e| step_error("open_tree_clone", src.display(), e))?;
+    let fd = open_tree(libc::AT_FDCWD, &c, false, true)
+        .map_err(|e| step_error("open_tree_clone", src.display(), e))?;
     move_mount_to(std::os::fd::AsFd::as_fd(&fd), dst)
 }
 
@@ -75,7 +77,7 @@ pub fn open_tree_clone_at(
 ) -> io::Result<OwnedFd> {
     let what = || format!("fd {} {path:?}", dirfd.as_raw_fd());
     let c = cstring(path.as_bytes()).map_err(|e| step_error("open_tree_clone_at", what(), e))?;
-    open_tree(dirfd.as_raw_fd(), &c, recursive)
+    open_tree(dirfd.as_raw_fd(), &c, recursive, false)
         .map_err(|e| step_error("open_tree_clone_at", what(), e))
 }
 
