@@ -89,6 +89,39 @@ fn cancellation_passes_through_interposers() {
     assert_eq!(f.stdout.trim(), "cancelled 5");
 }
 
+/// The library loads nothing but libc (and ld.so): every exec in a sandbox pays for what it
+/// loads, and libgcc_s's constructor alone costs about 200 µs of CPUID exits in a VM
+/// (build.rs links the unwinder statically).
+#[test]
+fn loads_no_library_but_libc() {
+    let Some((lib, _)) = host_setup("loads_no_library_but_libc", &[]) else {
+        return;
+    };
+    let ld_so = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    if !cfg!(target_arch = "x86_64") || !ld_so.exists() {
+        eprintln!("SKIP loads_no_library_but_libc: no x86_64 glibc ld.so to list dependencies");
+        return;
+    }
+    let out = std::process::Command::new(ld_so)
+        .arg("--list")
+        .arg(&lib)
+        .output()
+        .expect("run ld.so --list");
+    assert!(out.status.success(), "ld.so --list {}", lib.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let loaded: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !name.starts_with("linux-vdso") && !name.starts_with('/'))
+        .collect();
+    assert_eq!(
+        loaded,
+        ["libc.so.6"],
+        "dependencies of {}:\n{text}",
+        lib.display()
+    );
+}
+
 /// Processes that never touch a clock still run normally (init cost, fork, exec).
 #[test]
 fn everyday_programs_run() {
