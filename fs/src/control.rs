@@ -350,6 +350,8 @@ fn create_sandbox(
         by_nspid: Default::default(),
         notifier: Default::default(),
         alive: AtomicBool::new(true),
+        mixed: AtomicBool::new(false),
+        mixed_lock: Default::default(),
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children && attached.is_none() {

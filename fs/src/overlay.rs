@@ -121,7 +121,7 @@ enum Key {
 }
 
 const ROOT_INO: u64 = 1;
-const HIDDEN_DIR_INO: u64 = 2;
+pub(crate) const HIDDEN_DIR_INO: u64 = 2;
 const HIDDEN_STUB_INO: u64 = 3;
 const STAT_INO: u64 = 5;
 const HIDDEN_STORE_INO: u64 = 6;
@@ -700,10 +700,17 @@ impl Overlay {
             Key::HiddenDir if s == HIDDEN_STORE => Ok((Key::HiddenStore, TTL_STATIC)),
             Key::HiddenDir if s == HIDDEN_SOCKET => Ok((Key::HiddenSocket, TTL_STATIC)),
             Key::HiddenDir if s == "time" || s == "time_for_children" => {
+                let fc = s == "time_for_children";
+                if !self.sb.mixed.load(Ordering::Acquire) {
+                    // Every member is in the sandbox's namespaces: one entry for all, cached
+                    // until `Sandbox::mark_mixed` invalidates it (the caller holds mixed_lock).
+                    let ns = self.sb.default_ns();
+                    let inum = if fc { ns.tfc.inum() } else { ns.time.inum() };
+                    return Ok((Key::CallerNs(fc, inum), TTL_STATIC));
+                }
                 // An exec that just happened must be reflected (B4).
                 self.daemon.sync_events();
                 let ns = self.caller_ns(req);
-                let fc = s == "time_for_children";
                 let inum = if fc { ns.tfc.inum() } else { ns.time.inum() };
                 Ok((Key::CallerNs(fc, inum), TTL_NONE))
             }
@@ -1202,6 +1209,9 @@ impl Filesystem for Overlay {
         let Some(pkey) = self.inodes.get(parent.0) else {
             return reply.error(Errno::ENOENT);
         };
+        // From the "not mixed" check to the reply (see `Sandbox::mark_mixed`).
+        let _mixed = matches!(pkey, Key::HiddenDir)
+            .then(|| self.sb.mixed_lock.read().unwrap_or_else(|e| e.into_inner()));
         match self.lookup_key(req, &pkey, name) {
             Ok((key, ttl)) => self.reply_entry(key, ttl, reply),
             Err(Errno::ENOENT) if matches!(pkey, Key::Pid(_)) => {

@@ -75,6 +75,14 @@ pub struct Sandbox {
     pub by_nspid: DashMap<u32, u32>,
     pub notifier: Mutex<Option<fuser::Notifier>>,
     pub alive: AtomicBool,
+    /// Set for good once a member may be outside the sandbox's own namespaces (a task was
+    /// tracked). Until then every member's `/proc/.timens/time` and `time_for_children` name
+    /// the sandbox's namespace, and the overlay lets the kernel cache those entries: the clock
+    /// library reads `/proc/.timens/time` at every exec, and this makes it free of round trips.
+    pub mixed: AtomicBool,
+    /// Orders [`Sandbox::mark_mixed`] after every lookup that answered "not mixed" (held shared
+    /// from the check to the reply), so its invalidation reaches every such entry.
+    pub mixed_lock: std::sync::RwLock<()>,
 }
 
 impl Sandbox {
@@ -87,6 +95,44 @@ impl Sandbox {
 
     pub fn procfs(&self) -> BorrowedFd<'_> {
         self.procfs.as_fd()
+    }
+
+    /// Records that a member may be outside the sandbox's namespaces, and makes the kernel
+    /// forget the `/proc/.timens/time*` entries it may have cached while that was not so; from
+    /// then on they are looked up per caller. Returns once the kernel has dropped them, so a
+    /// reply sent after this (to the unshare or setns that caused it) cannot be overtaken by a
+    /// child reading the old entry.
+    ///
+    /// Called from control requests, which hold no lock a FUSE request could need: the
+    /// invalidation waits for lookups in progress in that directory. Process events only ever
+    /// track children of tracked tasks, when the flag is already set, so they never send it.
+    pub fn mark_mixed(&self) {
+        if self.mixed.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let _w = self.mixed_lock.write().unwrap_or_else(|e| e.into_inner());
+            self.mixed.store(true, Ordering::Release);
+        }
+        // A clone: the invalidation may wait, and other requests need the notifier meanwhile.
+        let notifier = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(n) = notifier {
+            for name in ["time", "time_for_children"] {
+                let r = n.inval_entry(
+                    fuser::INodeNo(crate::overlay::HIDDEN_DIR_INO),
+                    std::ffi::OsStr::new(name),
+                );
+                if let Err(e) = r {
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        tracing::warn!(error = %e, name, "invalidating /proc/.timens entry");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -292,6 +338,7 @@ impl Daemon {
             self.untrack(host_tid);
             return;
         }
+        sb.mark_mixed();
         self.tasks.insert(
             host_tid,
             TaskRec {
