@@ -28,8 +28,12 @@ const READY: u8 = 2;
 
 static PHASE: AtomicU8 = AtomicU8::new(UNINIT);
 
-/// The mapped store (leaked: it lives as long as the process image), or NULL outside a sandbox.
+/// The mapped store, or NULL outside a sandbox; points into `STORE_CELL`, which lives as long as
+/// the process image.
 static STORE: AtomicPtr<StoreReader> = AtomicPtr::new(std::ptr::null_mut());
+/// Static rather than boxed: init allocates nothing (malloc's own setup would be a cost for
+/// every program that never allocates).
+static STORE_CELL: std::sync::OnceLock<StoreReader> = std::sync::OnceLock::new();
 
 /// A namespace as the clock path needs it: [`NO_SLOT`] for "zero offsets" (the initial
 /// namespace, or not in a sandbox), else `index << 32 | generation`.
@@ -93,19 +97,23 @@ fn init() {
         )]);
         return;
     }
-    let store = match StoreReader::open(Path::new(STORE_PATH)) {
-        Ok(s) => s,
+    let store = match StoreReader::open_if_present(Path::new(STORE_PATH)) {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                debug(&[
-                    S(b"offset store unusable, passing clocks through: errno "),
-                    I(i64::from(e.raw_os_error().unwrap_or(0))),
-                ]);
-            }
+            debug(&[
+                S(b"offset store unusable, passing clocks through: errno "),
+                I(i64::from(e.raw_os_error().unwrap_or(0))),
+            ]);
             return;
         }
     };
-    let store: &'static StoreReader = Box::leak(Box::new(store));
+    if STORE_CELL.set(store).is_err() {
+        return; // init runs once (PHASE), so never
+    }
+    let Some(store) = STORE_CELL.get() else {
+        return;
+    };
     let time = own_ns_slot(store, c"/proc/.timens/time", c"/proc/self/ns/time");
     TIME.store(time, Ordering::Relaxed);
     // time_for_children is needed only when a child is made: read it then (each readlink is a
@@ -231,7 +239,7 @@ pub fn current_offsets() -> Option<Offsets> {
     if store.is_null() {
         return None;
     }
-    // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
+    // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
     let store = unsafe { &*store };
     store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets)
 }
@@ -252,7 +260,7 @@ pub fn tfc_slot() -> u64 {
         return NO_SLOT;
     }
     let read = own_ns_slot(
-        // SAFETY: a non-NULL STORE points to the leaked StoreReader, never freed.
+        // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
         unsafe { &*store },
         c"/proc/.timens/time_for_children",
         c"/proc/self/ns/time_for_children",

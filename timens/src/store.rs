@@ -177,6 +177,7 @@ impl Header {
         b
     }
 
+    #[cfg(test)]
     fn from_bytes(b: &[u8]) -> Header {
         let u32_at = |off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().unwrap());
         let mut magic = [0u8; 8];
@@ -191,6 +192,35 @@ impl Header {
             meta_size: u32_at(offset_of!(Header, meta_size)),
             header_size: u32_at(offset_of!(Header, header_size)),
             _reserved: reserved,
+        }
+    }
+}
+
+/// Bytes of the header before its reserved part.
+const HEADER_FIELDS: usize = offset_of!(Header, _reserved);
+
+/// The header's fixed fields (what `read_layout` checks), without the reserved part.
+struct HeaderFields {
+    magic: u64,
+    version: u32,
+    slot_count: u32,
+    slot_size: u32,
+    meta_size: u32,
+    header_size: u32,
+}
+
+impl HeaderFields {
+    fn from_bytes(b: &[u8; HEADER_FIELDS]) -> HeaderFields {
+        let u32_at = |off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().unwrap());
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(&b[0..8]);
+        HeaderFields {
+            magic: u64::from_ne_bytes(magic),
+            version: u32_at(offset_of!(Header, version)),
+            slot_count: u32_at(offset_of!(Header, slot_count)),
+            slot_size: u32_at(offset_of!(Header, slot_size)),
+            meta_size: u32_at(offset_of!(Header, meta_size)),
+            header_size: u32_at(offset_of!(Header, header_size)),
         }
     }
 }
@@ -212,10 +242,13 @@ fn read_layout(file: &File, path: &Path) -> io::Result<u32> {
             "file is {len} bytes, too short for the {HEADER_SIZE}-byte header"
         )));
     }
-    let mut bytes = vec![0u8; HEADER_SIZE];
+    // Only the fixed fields (the rest is reserved), in a small buffer: the clock library opens
+    // the store in every process, where a heap allocation would be the process's first (malloc's
+    // setup costs syscalls and page faults) and a 4 KiB buffer a fresh stack page.
+    let mut bytes = [0u8; HEADER_FIELDS];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| with_path(e, "reading the header of offset store", path))?;
-    let h = Header::from_bytes(&bytes);
+    let h = HeaderFields::from_bytes(&bytes);
     if h.magic != STORE_MAGIC {
         return Err(bad(format!(
             "bad magic {:?} (expected {:?}): not a timensfs offset store",
@@ -735,11 +768,27 @@ pub struct StoreReader {
 impl StoreReader {
     /// Map the store at `path` read-only, after checking its header.
     pub fn open(path: &Path) -> io::Result<StoreReader> {
-        let file = File::open(path).map_err(|e| with_path(e, "opening offset store", path))?;
+        Self::open_if_present(path)?.ok_or_else(|| {
+            with_path(
+                io::Error::from(io::ErrorKind::NotFound),
+                "opening offset store",
+                path,
+            )
+        })
+    }
+
+    /// As [`StoreReader::open`], but a missing file is `None`. Neither that case nor a good
+    /// store allocates (the clock library's init in every process, in a sandbox or not).
+    pub fn open_if_present(path: &Path) -> io::Result<Option<StoreReader>> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(with_path(e, "opening offset store", path)),
+        };
         let slot_count = read_layout(&file, path)?;
         let map = Mapping::map(&file, file_len(slot_count), false)
             .map_err(|e| with_path(e, "mapping offset store", path))?;
-        Ok(StoreReader { map, slot_count })
+        Ok(Some(StoreReader { map, slot_count }))
     }
 
     /// The offsets and frozen flag of the live slot `slot`, or `None` if it is out of range,
