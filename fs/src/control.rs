@@ -352,6 +352,7 @@ fn create_sandbox(
         alive: AtomicBool::new(true),
         mixed: AtomicBool::new(false),
         mixed_lock: Default::default(),
+        kernel_stat_dirs: Default::default(),
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children && attached.is_none() {

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use crate::pio;
 use crate::rootfile::RootFile;
 use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
+use procview::Timespec;
 use timens_sys::creds;
 
 /// The hidden mount point of the sandbox's own procfs, relative to the overlay root.
@@ -769,9 +770,22 @@ impl Overlay {
         })
     }
 
+    /// Whether `PID/stat` as the kernel shows it is what every reader in this sandbox must see:
+    /// all members are in the sandbox's namespace (not mixed), whose boottime offset is zero and
+    /// can no longer change (frozen). Then `stat` is a link into the sandbox's procfs like the
+    /// other per-process files: no round trip, and procfs judges the reader itself. The caller
+    /// holds `mixed_lock` (shared) until its reply is sent; `Sandbox::mark_mixed` invalidates
+    /// those entries when the answer changes.
+    fn stat_is_kernels(&self) -> bool {
+        let ns = NsRef::Slot(self.sb.ns);
+        !self.sb.mixed.load(Ordering::Acquire)
+            && self.daemon.is_frozen(ns)
+            && self.daemon.offsets(ns).boottime == Timespec::ZERO
+    }
+
     fn lookup_pid(&self, req: &Request, p: Proc, s: &str) -> Res<(Key, Duration)> {
         match s {
-            "stat" => return Ok((Key::PidStat(p), TTL_STABLE)),
+            "stat" if !self.stat_is_kernels() => return Ok((Key::PidStat(p), TTL_STABLE)),
             "timens_offsets" if p.tid.is_none() => {
                 return Ok((Key::Offsets(p.pid, p.start), TTL_STABLE))
             }
@@ -1210,10 +1224,20 @@ impl Filesystem for Overlay {
             return reply.error(Errno::ENOENT);
         };
         // From the "not mixed" check to the reply (see `Sandbox::mark_mixed`).
-        let _mixed = matches!(pkey, Key::HiddenDir)
+        let _mixed = (matches!(pkey, Key::HiddenDir)
+            || (matches!(pkey, Key::Pid(_)) && name.as_bytes() == b"stat"))
             .then(|| self.sb.mixed_lock.read().unwrap_or_else(|e| e.into_inner()));
         match self.lookup_key(req, &pkey, name) {
-            Ok((key, ttl)) => self.reply_entry(key, ttl, reply),
+            Ok((key, ttl)) => {
+                if matches!(&key, Key::PidLink(_, n) if n.as_bytes() == b"stat") {
+                    self.sb
+                        .kernel_stat_dirs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(parent.0);
+                }
+                self.reply_entry(key, ttl, reply)
+            }
             Err(Errno::ENOENT) if matches!(pkey, Key::Pid(_)) => {
                 // A process directory's names are fixed by the kernel, so a missing one stays
                 // missing: the kernel may remember that (`ps` asks every process for `ctty`).
@@ -1241,6 +1265,13 @@ impl Filesystem for Overlay {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&ns);
+            }
+            Some(Key::Pid(_)) => {
+                self.sb
+                    .kernel_stat_dirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ino.0);
             }
             _ => {}
         }

@@ -83,6 +83,9 @@ pub struct Sandbox {
     /// Orders [`Sandbox::mark_mixed`] after every lookup that answered "not mixed" (held shared
     /// from the check to the reply), so its invalidation reaches every such entry.
     pub mixed_lock: std::sync::RwLock<()>,
+    /// Process directories (inodes) whose `stat` was answered as a link to the kernel's own file
+    /// (see `Overlay::stat_is_kernels`): [`Sandbox::mark_mixed`] makes the kernel forget them.
+    pub kernel_stat_dirs: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Sandbox {
@@ -98,8 +101,8 @@ impl Sandbox {
     }
 
     /// Records that a member may be outside the sandbox's namespaces, and makes the kernel
-    /// forget the `/proc/.timens/time*` entries it may have cached while that was not so; from
-    /// then on they are looked up per caller. Returns once the kernel has dropped them, so a
+    /// forget the entries it may have cached while that was not so (`/proc/.timens/time*`, and
+    /// `PID/stat` links to the kernel's file); from then on they are looked up per caller. Returns once the kernel has dropped them, so a
     /// reply sent after this (to the unshare or setns that caused it) cannot be overtaken by a
     /// child reading the old entry.
     ///
@@ -120,16 +123,24 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if let Some(n) = notifier {
-            for name in ["time", "time_for_children"] {
-                let r = n.inval_entry(
-                    fuser::INodeNo(crate::overlay::HIDDEN_DIR_INO),
-                    std::ffi::OsStr::new(name),
-                );
-                if let Err(e) = r {
-                    if e.raw_os_error() != Some(libc::ENOENT) {
-                        tracing::warn!(error = %e, name, "invalidating /proc/.timens entry");
-                    }
+        let stat_dirs = std::mem::take(
+            &mut *self
+                .kernel_stat_dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let Some(n) = notifier else { return };
+        let entries = [
+            (crate::overlay::HIDDEN_DIR_INO, "time"),
+            (crate::overlay::HIDDEN_DIR_INO, "time_for_children"),
+        ]
+        .into_iter()
+        .chain(stat_dirs.into_iter().map(|dir| (dir, "stat")));
+        for (dir, name) in entries {
+            if let Err(e) = n.inval_entry(fuser::INodeNo(dir), std::ffi::OsStr::new(name)) {
+                // ENOENT: the kernel no longer has it.
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::warn!(error = %e, dir, name, "invalidating an entry");
                 }
             }
         }

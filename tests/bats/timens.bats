@@ -71,6 +71,27 @@ same_as_unshare() {
 	assert_eq "$inside" "$((host + 8640000))" "pid 1 starttime inside vs host + 86400 s * USER_HZ"
 }
 
+@test "run without a boottime offset: PID/stat is the kernel's file until a member unshares, then each reader's view" {
+	requires sandbox preload timens_kernel
+	# Linked to the kernel's own file while every member shares a zero boottime offset (no
+	# round trip); once `unshare -T` (the clock library's) makes a member's children differ,
+	# the entry the kernel cached must be dropped, or the child would read the unshifted value.
+	local host
+	host=$(stat_field "$(cat /proc/1/stat)" 22)
+	run --separate-stderr trun -- bash -c '
+		stat -c %F /proc/1/stat
+		cat /proc/1/stat
+		unshare -T --boottime 5000 cat /proc/1/stat
+		cat /proc/1/stat
+		stat -c %F /proc/1/stat'
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	assert_eq "${lines[0]}" "symbolic link" "stat before any unshare"
+	assert_eq "$(stat_field "${lines[1]}" 22)" "$host" "starttime, sandbox without offset"
+	assert_eq "$(stat_field "${lines[2]}" 22)" "$((host + 500000))" "starttime in the child namespace (+5000 s)"
+	assert_eq "$(stat_field "${lines[3]}" 22)" "$host" "starttime back in the sandbox's namespace"
+	assert_eq "${lines[4]}" "regular empty file" "stat once members differ"
+}
+
 @test "run --pid: CMD is pid 1 and /proc/self says so" {
 	requires sandbox
 	run --separate-stderr trun --pid -- bash -c 'echo $$; readlink /proc/self; cat /proc/self/stat'
