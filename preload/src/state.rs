@@ -1,9 +1,12 @@
 //! The library's process-wide state, all in static atomics: whether init has run, the mapped
 //! offset store, and the caller's two namespaces (`time` and `time_for_children`) as store slots.
 //!
-//! Init happens once, in the library constructor (or lazily in whichever interposer runs first).
-//! While it runs, any interposed call (another thread, or a signal handler interrupting init)
-//! sees "not ready" and falls back to the raw system call: never recursion, never a lock.
+//! Init happens once, in the library constructor (or lazily in whichever interposer runs first):
+//! the real functions are resolved and the fork handlers registered. While it runs, any
+//! interposed call (another thread, or a signal handler interrupting init) sees "not ready" and
+//! falls back to the raw system call: never recursion, never a lock. The offset store and the
+//! caller's namespace are looked up later, on the first call that needs them (`lazy_store`):
+//! most processes never need them, and every exec would pay for it.
 
 use std::ffi::{c_long, CStr};
 use std::path::Path;
@@ -95,8 +98,78 @@ fn init() {
         debug(&[S(
             b"another copy of the library is loaded first: passing through",
         )]);
+        STORE_PHASE.store(READY, Ordering::Release);
         return;
     }
+    // B1: a forked child enters its parent's time_for_children, read before the fork. Outside a
+    // sandbox both handlers find no store and do nothing.
+    // SAFETY: registers handlers that make one readlink (prepare) and store atomics (child).
+    let rc = unsafe {
+        libc::pthread_atfork(
+            Some(crate::ns::before_fork),
+            None,
+            Some(crate::ns::after_fork_in_child),
+        )
+    };
+    if rc != 0 {
+        debug(&[S(b"pthread_atfork failed: "), I(i64::from(rc))]);
+    }
+}
+
+/// Whether the offset store has been looked for (READY), is being looked for (BUSY), or not yet
+/// (UNINIT). Separate from `PHASE`: the store is opened on first use, not at load, because most
+/// processes (a shell script's `cat`, `grep`, `true`) never read a shifted clock, and opening it
+/// costs every exec in a sandbox about 40 us (open, mmap, a readlink, page faults).
+static STORE_PHASE: AtomicU8 = AtomicU8::new(UNINIT);
+
+thread_local! {
+    /// This thread is inside `init_store` (a signal handler that interrupts it must not wait
+    /// for it). A forked child's thread inherits the flag with the state it copies.
+    static OPENING_STORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The store, opened on first use; None outside a sandbox, before `init`, or in a signal
+/// handler that interrupted this thread's own opening of it (it then passes through, as every
+/// call made during `init` does). Another thread's opening is waited for (tens of
+/// microseconds), so no thread ever sees unshifted clocks once the process has shifted ones.
+/// Only async-signal-safe system calls; no allocation, no lock.
+#[cold]
+#[inline(never)]
+fn lazy_store() -> Option<&'static StoreReader> {
+    if !ready() {
+        return None;
+    }
+    loop {
+        match STORE_PHASE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                OPENING_STORE.with(|f| f.set(true));
+                init_store();
+                OPENING_STORE.with(|f| f.set(false));
+                STORE_PHASE.store(READY, Ordering::Release);
+                break;
+            }
+            Err(READY) => break,
+            Err(_) if OPENING_STORE.with(|f| f.get()) => return None,
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
+    unsafe { STORE.load(Ordering::Acquire).as_ref() }
+}
+
+/// The store if it is open, else opens it (see `lazy_store`).
+#[inline(always)]
+fn store() -> Option<&'static StoreReader> {
+    // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
+    match unsafe { STORE.load(Ordering::Acquire).as_ref() } {
+        Some(s) => Some(s),
+        None => lazy_store(),
+    }
+}
+
+/// Opens and maps the store and finds the caller's namespace in it; leaves STORE NULL outside
+/// a sandbox. TIME is written before STORE is published.
+fn init_store() {
     let store = match StoreReader::open_if_present(Path::new(STORE_PATH)) {
         Ok(Some(s)) => s,
         Ok(None) => return,
@@ -109,7 +182,7 @@ fn init() {
         }
     };
     if STORE_CELL.set(store).is_err() {
-        return; // init runs once (PHASE), so never
+        return; // opened once (STORE_PHASE), so never
     }
     let Some(store) = STORE_CELL.get() else {
         return;
@@ -120,18 +193,6 @@ fn init() {
     // FUSE round trip, and most processes never fork).
     TIME_FOR_CHILDREN.store(UNKNOWN, Ordering::Relaxed);
     STORE.store(std::ptr::from_ref(store).cast_mut(), Ordering::Release);
-    // B1: a forked child enters its parent's time_for_children, read before the fork.
-    // SAFETY: registers handlers that make one readlink (prepare) and store atomics (child).
-    let rc = unsafe {
-        libc::pthread_atfork(
-            Some(crate::ns::before_fork),
-            None,
-            Some(crate::ns::after_fork_in_child),
-        )
-    };
-    if rc != 0 {
-        debug(&[S(b"pthread_atfork failed: "), I(i64::from(rc))]);
-    }
     debug(&[S(b"in a sandbox: time slot "), I(slot_index(time))]);
 }
 
@@ -224,44 +285,41 @@ fn try_ns_slot(store: &StoreReader, link: &CStr) -> Option<u64> {
 
 /// Whether this process runs inside a timensfs sandbox (the store was found).
 pub fn in_sandbox() -> bool {
-    ready() && !STORE.load(Ordering::Acquire).is_null()
+    store().is_some()
 }
 
 /// The offsets of the caller's current time namespace; `None` means zero offsets. Lock-free,
-/// allocation-free, async-signal-safe.
+/// allocation-free, async-signal-safe. The store is loaded first: TIME is valid once it is
+/// published.
 #[inline(always)]
 pub fn current_offsets() -> Option<Offsets> {
+    let store = store()?;
     let v = TIME.load(Ordering::Relaxed);
     if v == NO_SLOT {
         return None;
     }
-    let store = STORE.load(Ordering::Acquire);
-    if store.is_null() {
-        return None;
-    }
-    // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
-    let store = unsafe { &*store };
     store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets)
 }
 
 pub fn time_slot() -> u64 {
+    if store().is_none() {
+        return NO_SLOT;
+    }
     TIME.load(Ordering::Relaxed)
 }
 
 /// The time_for_children slot, read from `/proc/self/ns/time_for_children` on first use (a
 /// readlink: async-signal-safe, but not for the clock path).
 pub fn tfc_slot() -> u64 {
+    let Some(store) = store() else {
+        return NO_SLOT;
+    };
     let v = TIME_FOR_CHILDREN.load(Ordering::Relaxed);
     if v != UNKNOWN {
         return v;
     }
-    let store = STORE.load(Ordering::Acquire);
-    if store.is_null() {
-        return NO_SLOT;
-    }
     let read = own_ns_slot(
-        // SAFETY: a non-NULL STORE points into STORE_CELL, set once and never dropped.
-        unsafe { &*store },
+        store,
         c"/proc/.timens/time_for_children",
         c"/proc/self/ns/time_for_children",
     );

@@ -49,6 +49,44 @@ fn clocks_are_shifted() {
     assert_eq!(out.values["getpid"], "ok", "syscall(SYS_getpid)");
 }
 
+/// The library looks up the offset store on first use, not at load: the first reads of a
+/// process must be shifted all the same, also when many threads make them at once (one opens
+/// the store, the others wait for it) and in a child forked before any read.
+#[test]
+fn first_reads_are_shifted() {
+    let Some((lib, progs, env)) = sandbox_setup("first_reads_are_shifted", &["first_use"]) else {
+        return;
+    };
+    for args in [&["threads", "32"][..], &["fork"][..]] {
+        let before = now_ns(libc::CLOCK_MONOTONIC);
+        let mut cmd: Vec<&std::ffi::OsStr> = vec![progs[0].as_os_str()];
+        cmd.extend(args.iter().map(std::ffi::OsStr::new));
+        let f = run_sandboxed(&env, &lib, &["--monotonic", "3600"], &cmd);
+        let after = now_ns(libc::CLOCK_MONOTONIC);
+        assert_success("first_use", &f);
+        let readings: Vec<(String, i128)> = f
+            .stdout
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                ["mono", label, sec, nsec] => Some((
+                    label.to_string(),
+                    sec.parse::<i128>().unwrap() * 1_000_000_000 + nsec.parse::<i128>().unwrap(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let expected = if args[0] == "threads" { 32 } else { 2 };
+        assert_eq!(readings.len(), expected, "{args:?}: {}", f.stdout);
+        for (label, got) in readings {
+            let host = got - HOUR;
+            assert!(
+                before <= host && host <= after,
+                "{args:?} {label}: {got} - 3600 s = {host}, host window [{before}, {after}]"
+            );
+        }
+    }
+}
+
 #[test]
 fn debug_channel_only_when_asked() {
     let Some((lib, progs, env)) = sandbox_setup("debug_channel_only_when_asked", &["clocks"])
