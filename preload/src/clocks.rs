@@ -14,12 +14,22 @@ use crate::state;
 use crate::sys;
 use crate::time::{self, reading_shift};
 
-/// The host's reading of `clock`: the real function once resolved, else the raw system call.
+/// The host's reading of `clock`: the vDSO's function (see `vdso`), else libc's once resolved,
+/// else the raw system call.
 ///
 /// # Safety
 /// `tp` must be valid for writing a timespec (or the call fails with EFAULT as libc's would).
 #[inline(always)]
 pub unsafe fn host_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+    if let Some(vdso) = crate::vdso::clock_gettime() {
+        // SAFETY: the vDSO function with the caller's arguments, as libc would call it.
+        let r = unsafe { vdso(clock, tp) };
+        if r < 0 {
+            sys::set_errno(-r);
+            return -1;
+        }
+        return r;
+    }
     if state::ready() {
         if let Some(f) = real::CLOCK_GETTIME.get() {
             // SAFETY: the real clock_gettime with the caller's arguments.

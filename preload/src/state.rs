@@ -91,6 +91,7 @@ extern "C" fn init_slow() -> bool {
 fn init() {
     sys::init_debug();
     real::resolve_all();
+    crate::vdso::resolve();
     if another_copy_first() {
         // Two different files of this library loaded (say ld.so.preload and LD_PRELOAD): the
         // first one shifts, and calls this one as its "real" functions, so this one must pass
