@@ -102,9 +102,9 @@ impl Sandbox {
 
     /// Records that a member may be outside the sandbox's namespaces, and makes the kernel
     /// forget the entries it may have cached while that was not so (`/proc/.timens/time*`, and
-    /// `PID/stat` links to the kernel's file); from then on they are looked up per caller. Returns once the kernel has dropped them, so a
-    /// reply sent after this (to the unshare or setns that caused it) cannot be overtaken by a
-    /// child reading the old entry.
+    /// `PID/stat` links to the kernel's file); from then on they are looked up per caller.
+    /// Returns once the kernel has dropped them, so a reply sent after this (to the unshare or
+    /// setns that caused it) cannot be overtaken by a child reading the old entry.
     ///
     /// Called from control requests, which hold no lock a FUSE request could need: the
     /// invalidation waits for lookups in progress in that directory. Process events only ever
