@@ -322,16 +322,21 @@ impl Daemon {
 
     /// Namespaces of a requesting task. A request from an untracked task proves that the
     /// sandbox's namespace has a member, so it is entered (and frozen) if it was still pending.
+    ///
+    /// In a mixed sandbox a fork or exec that already happened may still be queued and change
+    /// the answer (B1: the child of a task with another time_for_children; B4: the exec of a task
+    /// that unshared, as `unshare -T CMD` does): the queued events are handled first. Elsewhere
+    /// no event can change anyone's namespace, so the answer needs no event.
     pub fn caller_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
         let ns = self.task_ns(sb, nstid);
-        if ns == sb.default_ns() && !self.is_frozen(ns.time) {
-            // The task may be a thread or child of a tracked task whose event is still queued.
-            self.sync_events();
-            let ns = self.task_ns(sb, nstid);
-            if ns == sb.default_ns() {
-                self.enter(ns.time);
-            }
+        let pending_default = ns == sb.default_ns() && !self.is_frozen(ns.time);
+        if !pending_default && !sb.mixed.load(Ordering::Acquire) {
             return ns;
+        }
+        self.sync_events();
+        let ns = self.task_ns(sb, nstid);
+        if ns == sb.default_ns() && !self.is_frozen(ns.time) {
+            self.enter(ns.time);
         }
         ns
     }
