@@ -287,7 +287,12 @@ impl Daemon {
     /// sandbox sees the host's processes too: those are in the initial namespace, not in the
     /// sandbox's. A task is the sandbox's when it, or an ancestor (nested `unshare -m`), lives
     /// in the sandbox's mount namespace.
+    ///
+    /// In a mixed sandbox, queued process events are handled first (see `caller_ns`).
     pub fn other_task_ns(&self, sb: &Sandbox, nstid: u32) -> TaskNs {
+        if sb.mixed.load(Ordering::Acquire) {
+            self.sync_events();
+        }
         if sb.by_nspid.contains_key(&nstid) || self.is_member(sb, nstid) {
             return self.task_ns(sb, nstid);
         }

@@ -120,12 +120,18 @@ clock_inside() {
 
 @test "unshare -T inside a sandbox: the child's timens_offsets read like the kernel's" {
 	requires sandbox preload timens_kernel
-	local kernel
+	local kernel forked
 	kernel=$(unshare -T --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets)
+	forked=$(unshare -T --fork --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets)
 	run --separate-stderr trun --monotonic 100 --boottime 200 -- \
 		unshare -T --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets
 	[ "$status" -eq 0 ] || fail "status $status: $stderr"
 	assert_eq "$output" "$kernel"
+	# The child of the unsharing process, which may read before its fork event is handled.
+	run --separate-stderr trun --monotonic 100 --boottime 200 -- \
+		unshare -T --fork --monotonic 1000 --boottime 5000 cat /proc/self/timens_offsets
+	[ "$status" -eq 0 ] || fail "status $status: $stderr"
+	assert_eq "$output" "$forked"
 }
 
 @test "unshare -T inside a sandbox: the child's ns/time differs from the sandbox's" {
