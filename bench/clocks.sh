@@ -7,6 +7,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BIN=$ROOT/target/release
 CALLS=${CALLS:-10000000}       # clock_gettime calls per clock per repetition
 REPS=${REPS:-5}                # repetitions; the figure is the median of the repetitions
@@ -250,16 +252,6 @@ done
 RAW=()                        # every raw line, also written to the raw file
 declare -A VALS=()            # "mode:column:metric" -> space-separated values, one per rep
 
-# pin_all CPUS PID: every thread of PID onto CPUS. `taskset -a` fails when a thread ends while
-# it walks the list (the daemon's per-sandbox threads come and go): try again.
-pin_all() {
-    local i
-    for i in 1 2 3 4 5; do
-        taskset -a -p -c "$1" "$2" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    taskset -a -p -c "$1" "$2" >/dev/null
-}
 set_mode() { # pinned|unpinned: the reader prefix and the daemon's affinity (all threads)
     local cpus
     if [ "$1" = pinned ]; then PIN=(taskset -c 0); cpus=0; else PIN=(); cpus=$ALLCPUS; fi

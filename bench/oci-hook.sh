@@ -7,6 +7,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BIN=$ROOT/target/release
 RUNS=${RUNS:-20}               # timed `runc run` per variant and mode
 WARMUP=${WARMUP:-2}            # untimed runs per variant and mode, first
@@ -132,16 +134,6 @@ N=0                       # container counter (unique ids)
 RAW=()
 declare -A VALS=()        # "mode:variant" -> space-separated ms values
 
-# pin_all CPUS PID: every thread of PID onto CPUS. `taskset -a` fails when a thread ends while
-# it walks the list (the daemon's per-sandbox threads come and go): try again.
-pin_all() {
-    local i
-    for i in 1 2 3 4 5; do
-        taskset -a -p -c "$1" "$2" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    taskset -a -p -c "$1" "$2" >/dev/null
-}
 set_mode() { # pinned|unpinned: runc (and so the container and the hook) and the daemon's threads
     local cpus
     if [ "$1" = pinned ]; then PIN=(taskset -c 0); cpus=0; else PIN=(); cpus=$ALLCPUS; fi

@@ -179,18 +179,16 @@ impl Header {
 
     #[cfg(test)]
     fn from_bytes(b: &[u8]) -> Header {
-        let u32_at = |off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().unwrap());
-        let mut magic = [0u8; 8];
-        magic.copy_from_slice(&b[0..8]);
-        let mut reserved = [0u8; HEADER_SIZE - 28];
-        reserved.copy_from_slice(&b[offset_of!(Header, _reserved)..HEADER_SIZE]);
+        let f = HeaderFields::from_bytes(b[..HEADER_FIELDS].try_into().unwrap());
+        let mut reserved = [0u8; HEADER_SIZE - HEADER_FIELDS];
+        reserved.copy_from_slice(&b[HEADER_FIELDS..HEADER_SIZE]);
         Header {
-            magic: u64::from_ne_bytes(magic),
-            version: u32_at(offset_of!(Header, version)),
-            slot_count: u32_at(offset_of!(Header, slot_count)),
-            slot_size: u32_at(offset_of!(Header, slot_size)),
-            meta_size: u32_at(offset_of!(Header, meta_size)),
-            header_size: u32_at(offset_of!(Header, header_size)),
+            magic: f.magic,
+            version: f.version,
+            slot_count: f.slot_count,
+            slot_size: f.slot_size,
+            meta_size: f.meta_size,
+            header_size: f.header_size,
             _reserved: reserved,
         }
     }
