@@ -25,10 +25,7 @@ for a in "$@"; do
     esac
 done
 
-if [ "$(id -u)" != 0 ]; then
-    echo "clocks.sh needs root (timens run creates mount namespaces; unshare -T needs CAP_SYS_ADMIN)" >&2
-    exit 1
-fi
+need_root clocks.sh "timens run creates mount namespaces; unshare -T needs CAP_SYS_ADMIN"
 NCPU=$(nproc)
 ALLCPUS="0-$((NCPU - 1))"
 
@@ -37,21 +34,13 @@ SD=$WORK/state           # the daemon's own state dir: never the system's /run/t
 DAEMON_PID=""
 NOTES=()
 
-log() { printf '%s\n' "$*" >&2; }
 
 # Stops the daemon this script started, by pid, and removes the temp dir.
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    if [ -n "$DAEMON_PID" ]; then
-        kill "$DAEMON_PID" 2>/dev/null
-        wait "$DAEMON_PID" 2>/dev/null
-    fi
-    if [ "$rc" != 0 ] && [ -r "$SD/timensfs.log" ]; then
-        log "--- daemon log (last lines) ---"
-        tail -n 20 "$SD/timensfs.log" >&2
-    fi
+    stop_daemon "$rc"
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -179,17 +168,7 @@ cc -O2 -Wall -o "$WORK/clockbench" "$WORK/clockbench.c"
 cc -O2 -Wall -o "$WORK/execbench" "$WORK/execbench.c"
 
 # ---------------------------------------------------------------- daemon
-mkdir -p "$SD"
-"$BIN/timensfs" --state-dir "$SD" >"$SD/timensfs.log" 2>&1 &
-DAEMON_PID=$!
-for _ in $(seq 200); do
-    [ -s "$SD/timensfs.pid" ] && break
-    sleep 0.05
-done
-if [ "$(cat "$SD/timensfs.pid" 2>/dev/null)" != "$DAEMON_PID" ]; then
-    log "timensfs did not come up (pid file: $(cat "$SD/timensfs.pid" 2>/dev/null || echo none))"
-    exit 1
-fi
+start_daemon
 
 PIN=()                    # prefix for the reader: () unpinned, (taskset -c 0) pinned
 

@@ -21,10 +21,7 @@ for a in "$@"; do
     esac
 done
 
-if [ "$(id -u)" != 0 ]; then
-    echo "oci-hook.sh needs root (runc, FUSE mounts)" >&2
-    exit 1
-fi
+need_root oci-hook.sh "runc, FUSE mounts"
 NCPU=$(nproc)
 ALLCPUS="0-$((NCPU - 1))"
 
@@ -35,7 +32,6 @@ IDS=()                   # every container id this script used (runc delete -f i
 PREFIX=timensfs-bench-$$
 NOTES=()
 
-log() { printf '%s\n' "$*" >&2; }
 
 mounts_under() { awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo; }
 
@@ -47,14 +43,7 @@ cleanup() {
     for id in "${IDS[@]}"; do
         if runc state "$id" >/dev/null 2>&1; then runc delete -f "$id" >/dev/null 2>&1; fi
     done
-    if [ -n "$DAEMON_PID" ]; then
-        kill "$DAEMON_PID" 2>/dev/null
-        wait "$DAEMON_PID" 2>/dev/null
-    fi
-    if [ "$rc" != 0 ] && [ -r "$SD/timensfs.log" ]; then
-        log "--- daemon log (last lines) ---"
-        tail -n 20 "$SD/timensfs.log" >&2
-    fi
+    stop_daemon "$rc"
     # Nothing should be mounted under WORK on the host (the hook mounts inside the container's
     # mount namespace); never remove a directory that still has a mount.
     for m in $(mounts_under "$WORK" | sort -r); do umount -l "$m"; done
@@ -113,17 +102,7 @@ bundle noann yes '{}' '["/bin/true"]'             # the hook configured, no anno
 bundle check yes "$ANN" '["sh", "-c", "cat /proc/self/timens_offsets; cat /proc/uptime"]'
 
 # ---------------------------------------------------------------- daemon
-mkdir -p "$SD"
-"$BIN/timensfs" --state-dir "$SD" >"$SD/timensfs.log" 2>&1 &
-DAEMON_PID=$!
-for _ in $(seq 200); do
-    [ -s "$SD/timensfs.pid" ] && break
-    sleep 0.05
-done
-if [ "$(cat "$SD/timensfs.pid" 2>/dev/null)" != "$DAEMON_PID" ]; then
-    log "timensfs did not come up (pid file: $(cat "$SD/timensfs.pid" 2>/dev/null || echo none))"
-    exit 1
-fi
+start_daemon
 
 fuse_mounts() { grep -c 'fuse\.timensfs' /proc/self/mountinfo || true; }
 FUSE_BEFORE=$(fuse_mounts)

@@ -23,10 +23,7 @@ for a in "$@"; do
     esac
 done
 
-if [ "$(id -u)" != 0 ]; then
-    echo "run.sh needs root (timens run creates mount namespaces; lxcfs mounts FUSE)" >&2
-    exit 1
-fi
+need_root run.sh "timens run creates mount namespaces; lxcfs mounts FUSE"
 NCPU=$(nproc)
 ALLCPUS="0-$((NCPU - 1))"
 
@@ -39,7 +36,6 @@ STRACE_PID=""
 SLEEP_PIDS=()
 NOTES=()
 
-log() { printf '%s\n' "$*" >&2; }
 
 is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
 
@@ -61,19 +57,7 @@ cleanup() {
         if command -v fusermount3 >/dev/null; then fusermount3 -u "$LXCFS_MNT"; else umount "$LXCFS_MNT"; fi
         is_mounted "$LXCFS_MNT" && umount -l "$LXCFS_MNT"
     fi
-    if [ -n "$DAEMON_PID" ]; then
-        local pid=$DAEMON_PID
-        # The pid file names the daemon; only trust it if it is the one we started.
-        if [ -r "$SD/timensfs.pid" ] && [ "$(cat "$SD/timensfs.pid")" = "$DAEMON_PID" ]; then
-            pid=$(cat "$SD/timensfs.pid")
-        fi
-        kill "$pid" 2>/dev/null
-        wait "$DAEMON_PID" 2>/dev/null
-    fi
-    if [ "$rc" != 0 ] && [ -r "$SD/timensfs.log" ]; then
-        log "--- daemon log (last lines) ---"
-        tail -n 20 "$SD/timensfs.log" >&2
-    fi
+    stop_daemon "$rc"
     is_mounted "$LXCFS_MNT" || rm -rf "$WORK"
     exit "$rc"
 }
@@ -115,17 +99,7 @@ timens_run() {
 }
 
 # ---------------------------------------------------------------- daemons
-mkdir -p "$SD"
-"$BIN/timensfs" --state-dir "$SD" >"$SD/timensfs.log" 2>&1 &
-DAEMON_PID=$!
-for _ in $(seq 200); do
-    [ -s "$SD/timensfs.pid" ] && break
-    sleep 0.05
-done
-if [ "$(cat "$SD/timensfs.pid" 2>/dev/null)" != "$DAEMON_PID" ]; then
-    log "timensfs did not come up (pid file: $(cat "$SD/timensfs.pid" 2>/dev/null || echo none))"
-    exit 1
-fi
+start_daemon
 # The sandbox can be made: fail early rather than in the middle of the table.
 timens_run -- true
 
