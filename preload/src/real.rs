@@ -1,4 +1,5 @@
-//! The libc functions this library wraps, found once at init with `dlsym(RTLD_NEXT)`.
+//! The libc functions this library wraps, each found with `dlsym(RTLD_NEXT)` the first time it
+//! is needed.
 //!
 //! Functions that are cancellation points (or may block long enough for a signal handler to call
 //! `pthread_exit`) have `"C-unwind"` types: glibc cancels a thread by a forced unwind, which
@@ -66,24 +67,3 @@ pub static RWLOCK_CLOCKWRLOCK: Real<RwlockClocklock> = Real::new(c"pthread_rwloc
 pub static CLOCKJOIN: Real<Clockjoin> = Real::new(c"pthread_clockjoin_np");
 pub static FORK: Real<Fork> = Real::new(c"_Fork");
 pub static CLONE: Real<Clone> = Real::new(c"clone");
-
-/// Resolves every real function; part of init.
-pub fn resolve_all() {
-    CLOCK_GETTIME.resolve();
-    CLOCK_NANOSLEEP.resolve();
-    SYSINFO.resolve();
-    TIMER_CREATE.resolve();
-    TIMER_DELETE.resolve();
-    TIMER_SETTIME.resolve();
-    TIMERFD_CREATE.resolve();
-    TIMERFD_SETTIME.resolve();
-    COND_TIMEDWAIT.resolve();
-    COND_CLOCKWAIT.resolve();
-    SEM_CLOCKWAIT.resolve();
-    MUTEX_CLOCKLOCK.resolve();
-    RWLOCK_CLOCKRDLOCK.resolve();
-    RWLOCK_CLOCKWRLOCK.resolve();
-    CLOCKJOIN.resolve();
-    FORK.resolve();
-    CLONE.resolve();
-}

@@ -2,7 +2,8 @@
 //! offset store, and the caller's two namespaces (`time` and `time_for_children`) as store slots.
 //!
 //! Init happens once, in the library constructor (or lazily in whichever interposer runs first):
-//! the real functions are resolved and the fork handlers registered. While it runs, any
+//! the vDSO's clock function is found and the fork handlers are registered. The wrapped libc
+//! functions are looked up one by one when first needed (`sys::Real`). While init runs, any
 //! interposed call (another thread, or a signal handler interrupting init) sees "not ready" and
 //! falls back to the raw system call: never recursion, never a lock. The offset store and the
 //! caller's namespace are looked up later, on the first call that needs them (`lazy_store`):
@@ -16,7 +17,6 @@ use timens::store::{SlotRef, StoreReader};
 use timens::{Offsets, INIT_TIME_INUM};
 
 use crate::parse;
-use crate::real;
 use crate::sys::{self, debug, Part::*};
 
 /// Where `timens run` puts the store and the control socket inside a sandbox (read-only bind
@@ -90,7 +90,6 @@ extern "C" fn init_slow() -> bool {
 
 fn init() {
     sys::init_debug();
-    real::resolve_all();
     crate::vdso::resolve();
     if another_copy_first() {
         // Two different files of this library loaded (say ld.so.preload and LD_PRELOAD): the
@@ -335,6 +334,11 @@ pub fn tfc_slot() -> u64 {
         Ok(_) => read,
         Err(current) => current,
     }
+}
+
+/// `TIME` as it is, without looking for the store.
+pub fn time_slot_raw() -> u64 {
+    TIME.load(Ordering::Relaxed)
 }
 
 pub fn set_time(v: u64) {

@@ -66,8 +66,12 @@ pub fn to_libc_int(r: c_long) -> i32 {
     to_libc(r) as i32
 }
 
+/// `Real::ptr` once dlsym found nothing (NULL means "not looked up yet").
+const NOT_FOUND: *mut c_void = usize::MAX as *mut c_void;
+
 /// The next definition of a libc function after this library (`dlsym(RTLD_NEXT, name)`),
-/// resolved once at init and read lock-free afterwards. `F` is the function's pointer type.
+/// looked up the first time it is needed and read lock-free afterwards. `F` is the function's
+/// pointer type.
 pub struct Real<F> {
     name: &'static CStr,
     /// For symbols with several versions: the one to bind (dlsym may return an old compat
@@ -100,8 +104,13 @@ impl<F: Copy> Real<F> {
         }
     }
 
-    /// Looks the symbol up. Called once, during init (dlsym may allocate and lock).
-    pub fn resolve(&self) {
+    /// Looks the symbol up with dlsym (which may lock and allocate): on the first call that
+    /// needs it, not at load, because most processes never call most wrapped functions and
+    /// each lookup costs every exec in a sandbox. Threads that race here all store the same
+    /// answer.
+    #[cold]
+    #[inline(never)]
+    fn resolve(&self) -> *mut c_void {
         let mut p = std::ptr::null_mut();
         if let Some(v) = self.version {
             // SAFETY: dlvsym with RTLD_NEXT and NUL-terminated strings; NULL if not found.
@@ -111,17 +120,24 @@ impl<F: Copy> Real<F> {
             // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name; NULL if not found.
             p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
         }
+        if p.is_null() {
+            p = NOT_FOUND;
+        }
         self.ptr.store(p, Ordering::Release);
+        p
     }
 
-    /// The real function, or None before init or if libc lacks it.
+    /// The real function (looked up on first use), or None if libc lacks it.
     #[inline(always)]
     pub fn get(&self) -> Option<F> {
         if size_of::<F>() != size_of::<*mut c_void>() {
             return None;
         }
-        let p = self.ptr.load(Ordering::Acquire);
+        let mut p = self.ptr.load(Ordering::Acquire);
         if p.is_null() {
+            p = self.resolve();
+        }
+        if p == NOT_FOUND {
             return None;
         }
         // SAFETY: every `Real<F>` in this crate names a libc function whose C prototype is

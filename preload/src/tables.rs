@@ -73,10 +73,14 @@ pub fn timer_deleted(timer: usize) {
     }
 }
 
-/// POSIX timers are not inherited by fork: a child starts with none.
+/// POSIX timers are not inherited by fork: a child starts with none. Only slots in use are
+/// written: the table's pages stay shared with the parent (a write would copy a page, in every
+/// forked child, also of processes that never made a timer).
 pub fn forget_timers() {
     for slot in &TIMERS.keys {
-        slot.store(EMPTY, Ordering::Relaxed);
+        if slot.load(Ordering::Relaxed) != EMPTY {
+            slot.store(EMPTY, Ordering::Relaxed);
+        }
     }
 }
 
