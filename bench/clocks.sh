@@ -114,15 +114,23 @@ int main(int argc, char **argv) {
     return 0;
 }
 EOF
-# execbench N: N fork + execv("/bin/true") + waitpid, each timed on its own (after N/10
-# untimed ones); prints the median and the 10th/90th percentiles in microseconds.
+# execbench N [IN OUT]: N fork + execv("/bin/true") + waitpid, each timed on its own (after
+# N/10 untimed ones); prints the median and the 10th/90th percentiles in microseconds. With IN
+# and OUT (FIFOs) it takes turns: before each exec it waits for a byte on IN, after it writes
+# one to OUT. The columns' execbenches form a ring and run one exec each in turn, so this VM's
+# swings between fast and slow exec phases (~600 vs ~800 us, lasting seconds) hit every column
+# alike instead of whichever column ran at the time.
 cat >"$WORK/execbench.c" <<'EOF'
 #define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static int in_fd = -1, out_fd = -1;
 
 static double now_us(void) {
     struct timespec t;
@@ -135,8 +143,24 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int take_turn(void) {
+    if (in_fd < 0) return 0;
+    struct pollfd p = {in_fd, POLLIN, 0};
+    char c;
+    if (poll(&p, 1, 60000) != 1 || read(in_fd, &c, 1) != 1) {
+        fprintf(stderr, "execbench: no turn within 60 s (another column failed?)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void pass_turn(void) {
+    if (out_fd >= 0 && write(out_fd, "x", 1) != 1) perror("execbench: write");
+}
+
 static int one(double *us) {
     char *args[] = {"/bin/true", NULL};
+    if (take_turn()) return -1;
     double t0 = now_us();
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return -1; }
@@ -144,6 +168,7 @@ static int one(double *us) {
     int st;
     if (waitpid(pid, &st, 0) != pid) { perror("waitpid"); return -1; }
     *us = now_us() - t0;
+    pass_turn();
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "execbench: /bin/true ended with wait status %d\n", st);
         return -1;
@@ -152,8 +177,17 @@ static int one(double *us) {
 }
 
 int main(int argc, char **argv) {
-    long n = argc == 2 ? atol(argv[1]) : 0;
-    if (n <= 0) { fprintf(stderr, "usage: execbench N\n"); return 2; }
+    long n = argc >= 2 ? atol(argv[1]) : 0;
+    if (n <= 0 || (argc != 2 && argc != 4)) {
+        fprintf(stderr, "usage: execbench N [IN OUT]\n");
+        return 2;
+    }
+    if (argc == 4) {
+        /* O_RDWR: opening a FIFO so never blocks, whatever the other ends do. */
+        in_fd = open(argv[2], O_RDWR | O_CLOEXEC);
+        out_fd = open(argv[3], O_RDWR | O_CLOEXEC);
+        if (in_fd < 0 || out_fd < 0) { perror("execbench: open"); return 1; }
+    }
     double *v = calloc(n, sizeof *v), d;
     if (!v) return 1;
     for (long i = 0; i < n / 10 + 1; i++) if (one(&d)) return 1;
@@ -253,6 +287,35 @@ med_of() { # KEY -> median of its values, or - when the column was not measured
     median ${VALS[$k]}
 }
 
+run_libhost() { "${PIN[@]}" env LD_PRELOAD="$BIN/libtimens_preload.so" "$@"; }
+
+# exec_ring REP: one execbench per column (and the library on the host), each started its own
+# way and linked in a ring of FIFOs, so that they take one exec each in turn; outputs in
+# $WORK/ring/COLUMN.out. Exits 1 if any of them fails. An exec runs right after the previous
+# column's (whose traces it finds in the caches): even repetitions go round the other way, so
+# no column always follows the same one.
+exec_ring() {
+    local ring=() n i pids=() rc=0
+    for c in "${COLS[@]}" libhost; do
+        if (($1 % 2)); then ring+=("$c"); else ring=("$c" "${ring[@]}"); fi
+    done
+    n=${#ring[@]}
+    rm -rf "$WORK/ring"
+    mkdir -p "$WORK/ring"
+    for ((i = 0; i < n; i++)); do mkfifo "$WORK/ring/turn$i"; done
+    for ((i = 0; i < n; i++)); do
+        "run_${ring[i]}" "$WORK/execbench" "$EXECS" "$WORK/ring/turn$i" \
+            "$WORK/ring/turn$(((i + 1) % n))" >"$WORK/ring/${ring[i]}.out" &
+        pids+=($!)
+    done
+    printf x >"$WORK/ring/turn0"
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    if [ "$rc" != 0 ]; then
+        log "an execbench of the ring failed"
+        exit 1
+    fi
+}
+
 # ---------------------------------------------------------------- the runs
 # Repetitions go round the columns (native, kernel, libfaketime, timensfs, native, ...) so a
 # slow drift of the machine affects every column alike.
@@ -265,14 +328,15 @@ for MODE in pinned unpinned; do
             RAW+=("$MODE rep$rep clocks $c: $out")
             for k in MONOTONIC REALTIME BOOTTIME; do add "$MODE:$c:$k" "$(field "$k" "$out")"; done
         done
-        log "[$MODE] rep $rep/$REPS: fork+exec+wait /bin/true x $EXECS"
+        log "[$MODE] rep $rep/$REPS: fork+exec+wait /bin/true x $EXECS, the columns in turn"
+        exec_ring "$rep"
         for c in "${COLS[@]}"; do
-            out=$("run_$c" "$WORK/execbench" "$EXECS")
+            out=$(cat "$WORK/ring/$c.out")
             RAW+=("$MODE rep$rep exec $c: $out")
             add "$MODE:$c:exec" "$(field median_us "$out")"
         done
         # Where the exec cost comes from: the library loaded on the host (no store, no FUSE).
-        out=$("${PIN[@]}" env LD_PRELOAD="$BIN/libtimens_preload.so" "$WORK/execbench" "$EXECS")
+        out=$(cat "$WORK/ring/libhost.out")
         RAW+=("$MODE rep$rep exec host+LD_PRELOAD=libtimens_preload.so: $out")
         add "$MODE:libhost:exec" "$(field median_us "$out")"
     done
@@ -294,7 +358,7 @@ RAW_FILE=$RAW_DIR/clocks-$(date -u +%Y%m%dT%H%M%SZ).txt
 
 echo
 echo "timensfs clock benchmark  $(date -u +%FT%TZ)  $(uname -r)  $NCPU CPUs  ${FAKETIME_VERSION:+libfaketime $FAKETIME_VERSION}"
-echo "medians of $REPS reps; native = host; kernel = unshare -T --monotonic $MONO --boottime $BOOT;"
+echo "medians of $REPS reps (exec: the columns take one exec each in turn); native = host; kernel = unshare -T --monotonic $MONO --boottime $BOOT;"
 echo "libfaketime = LD_PRELOAD=libfaketime.so.1 FAKETIME=$FAKETIME_SPEC; timensfs = timens run --monotonic $MONO --boottime $BOOT (clock library via ld.so.preload)"
 echo "pinned: program and timensfs (all threads) on CPU 0; unpinned: all on CPUs $ALLCPUS"
 echo
