@@ -1101,9 +1101,10 @@ impl Overlay {
                 // Read as the caller: do_task_stat hides some fields from readers it does not
                 // permit, judged at read time by the reader's credentials.
                 let host = match self.kept_stat_fd(req, ino, p) {
-                    Ok(Some(fd)) => self.as_caller(req, || pio::pread_all(&fd)),
+                    Ok(Some(fd)) => self.as_caller(req, || pio::pread_record(&fd)),
                     Ok(None) => self.as_caller(req, || {
-                        pio::read_at(self.procfs(), &format!("{}/stat", p.base()))
+                        let path = format!("{}/stat", p.base());
+                        pio::pread_record(&pio::open_at(self.procfs(), &path, libc::O_RDONLY)?)
                     }),
                     Err(e) => Err(e),
                 }

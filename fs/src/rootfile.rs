@@ -38,9 +38,10 @@ fn read_host(sb: &Sandbox, which: RootFile) -> io::Result<Vec<u8>> {
     };
     let fd: &Option<OwnedFd> =
         cell.get_or_init(|| pio::open_at(sb.procfs(), which.name(), libc::O_RDONLY).ok());
+    // Both are single-record seq_files (`uptime`, and `stat` through single_open_size).
     match fd {
-        Some(fd) => pio::pread_all(fd),
-        None => pio::read_at(sb.procfs(), which.name()),
+        Some(fd) => pio::pread_record(fd),
+        None => pio::pread_record(&pio::open_at(sb.procfs(), which.name(), libc::O_RDONLY)?),
     }
 }
 
