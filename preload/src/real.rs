@@ -67,3 +67,13 @@ pub static RWLOCK_CLOCKWRLOCK: Real<RwlockClocklock> = Real::new(c"pthread_rwloc
 pub static CLOCKJOIN: Real<Clockjoin> = Real::new(c"pthread_clockjoin_np");
 pub static FORK: Real<Fork> = Real::new(c"_Fork");
 pub static CLONE: Real<Clone> = Real::new(c"clone");
+
+/// Looks up, at init, the wrapped functions that POSIX lets a signal handler call (the rest
+/// wait for their first use): a handler must never be the first to call dlsym, which locks the
+/// loader's state that the code it interrupted may be changing.
+pub fn resolve_async_signal_safe() {
+    let _ = CLOCK_GETTIME.get();
+    let _ = CLOCK_NANOSLEEP.get();
+    let _ = TIMER_SETTIME.get();
+    let _ = FORK.get();
+}

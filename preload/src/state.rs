@@ -2,11 +2,12 @@
 //! offset store, and the caller's two namespaces (`time` and `time_for_children`) as store slots.
 //!
 //! Init happens once, in the library constructor (or lazily in whichever interposer runs first):
-//! the vDSO's clock function is found and the fork handlers are registered. The wrapped libc
-//! functions are looked up one by one when first needed (`sys::Real`). While init runs, any
-//! interposed call (another thread, or a signal handler interrupting init) sees "not ready" and
-//! falls back to the raw system call: never recursion, never a lock. The offset store and the
-//! caller's namespace are looked up later, on the first call that needs them (`lazy_store`):
+//! the vDSO's clock function is found, the wrapped functions a signal handler may call are
+//! looked up and the fork handlers are registered; the other wrapped libc functions are looked
+//! up when first needed (`sys::Real`). While init runs, any interposed call (another thread, or
+//! a signal handler interrupting init) sees "not ready" and falls back to the raw system call:
+//! never recursion, never a lock. The offset store and the caller's namespace are looked up
+//! later, on the first call that needs them (`lazy_store`):
 //! most processes never need them, and every exec would pay for it.
 
 use std::ffi::{c_long, CStr};
@@ -90,6 +91,7 @@ extern "C" fn init_slow() -> bool {
 
 fn init() {
     sys::init_debug();
+    crate::real::resolve_async_signal_safe();
     crate::vdso::resolve();
     if another_copy_first() {
         // Two different files of this library loaded (say ld.so.preload and LD_PRELOAD): the
