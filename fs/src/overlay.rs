@@ -1103,8 +1103,7 @@ impl Overlay {
                 let host = match self.kept_stat_fd(req, ino, p) {
                     Ok(Some(fd)) => self.as_caller(req, || pio::pread_record(&fd)),
                     Ok(None) => self.as_caller(req, || {
-                        let path = format!("{}/stat", p.base());
-                        pio::pread_record(&pio::open_at(self.procfs(), &path, libc::O_RDONLY)?)
+                        pio::read_record_at(self.procfs(), &format!("{}/stat", p.base()))
                     }),
                     Err(e) => Err(e),
                 }

@@ -74,6 +74,11 @@ fn pread_until(fd: &OwnedFd, short_is_end: bool) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Reads a whole single-record procfs file (see [`pread_record`]).
+pub fn read_record_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
+    pread_record(&open_at(dir, path, libc::O_RDONLY)?)
+}
+
 /// Reads a whole (small) procfs file.
 pub fn read_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<Vec<u8>> {
     pread_all(&open_at(dir, path, libc::O_RDONLY)?)

@@ -41,7 +41,7 @@ fn read_host(sb: &Sandbox, which: RootFile) -> io::Result<Vec<u8>> {
     // Both are single-record seq_files (`uptime`, and `stat` through single_open_size).
     match fd {
         Some(fd) => pio::pread_record(fd),
-        None => pio::pread_record(&pio::open_at(sb.procfs(), which.name(), libc::O_RDONLY)?),
+        None => pio::read_record_at(sb.procfs(), which.name()),
     }
 }
 

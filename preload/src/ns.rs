@@ -45,11 +45,7 @@ pub extern "C" fn before_fork() {
 /// B1: in the child of a fork, the namespace to run in is the parent's time_for_children. POSIX
 /// timers are not inherited. Only atomics: safe in a forked child of a threaded process.
 pub extern "C" fn after_fork_in_child() {
-    let tfc = state::tfc_slot();
-    // Written only when it changes, so the page stays shared with the parent.
-    if state::time_slot_raw() != tfc {
-        state::set_time(tfc);
-    }
+    state::set_time(state::tfc_slot());
     tables::forget_timers();
 }
 

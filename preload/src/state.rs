@@ -338,13 +338,12 @@ pub fn tfc_slot() -> u64 {
     }
 }
 
-/// `TIME` as it is, without looking for the store.
-pub fn time_slot_raw() -> u64 {
-    TIME.load(Ordering::Relaxed)
-}
-
+/// Written only when it changes: after a fork the page stays shared with the parent (a write
+/// would copy it in every forked child).
 pub fn set_time(v: u64) {
-    TIME.store(v, Ordering::Relaxed);
+    if TIME.load(Ordering::Relaxed) != v {
+        TIME.store(v, Ordering::Relaxed);
+    }
 }
 
 pub fn set_tfc(v: u64) {
