@@ -29,6 +29,7 @@ mod syscall;
 mod tables;
 mod time;
 mod vdso;
+mod wire;
 
 /// Initialises the library as soon as it is loaded (before `main`), so that the first clock
 /// read is already shifted and the atfork handler is in place; every interposer can also

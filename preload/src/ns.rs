@@ -20,14 +20,13 @@
 //!   process; `unshare` in one thread changes the pair every thread sees).
 
 use std::ffi::{c_int, c_long, c_void};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
-use timens_proto::{NsSlot, Request, Response};
+use timens_proto::{NsSlot, Request};
 
 use crate::state;
 use crate::sys::{self, debug, Part::*};
 use crate::tables;
+use crate::wire;
 
 pub const CLONE_NEWTIME: c_long = 0x80;
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -51,30 +50,17 @@ pub extern "C" fn after_fork_in_child() {
 
 /// One request to the daemon. `Err(errno)` is what the emulated system call fails with.
 fn ask(req: &Request) -> Result<(NsSlot, NsSlot), i32> {
-    let sock = UnixStream::connect(state::CONTROL_PATH).map_err(|e| {
-        debug(&[
-            S(b"cannot reach the daemon at "),
-            S(state::CONTROL_PATH.as_bytes()),
-            S(b": errno "),
-            I(i64::from(e.raw_os_error().unwrap_or(0))),
-        ]);
-        // As a kernel without time namespaces answers (A9).
-        libc::EINVAL
-    })?;
-    // A hung daemon must not hang the caller for ever.
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
-    match timens_proto::call(&sock, req, &[]) {
-        Ok(Response::Ns { time, tfc }) => Ok((time, tfc)),
-        Ok(Response::Error { errno, .. }) => Err(errno),
-        Ok(_) => {
-            debug(&[S(b"unexpected answer from the daemon")]);
-            Err(libc::EINVAL)
-        }
+    match wire::call(state::CONTROL_PATH, req) {
+        Ok(wire::Answer::Ns { time, tfc }) => Ok((time, tfc)),
+        Ok(wire::Answer::Error(errno)) => Err(errno),
         Err(e) => {
             debug(&[
-                S(b"talking to the daemon failed: errno "),
-                I(i64::from(e.raw_os_error().unwrap_or(0))),
+                S(b"talking to the daemon at "),
+                S(state::CONTROL_PATH.to_bytes()),
+                S(b" failed: errno "),
+                I(i64::from(e)),
             ]);
+            // As a kernel without time namespaces answers (A9).
             Err(libc::EINVAL)
         }
     }

@@ -24,7 +24,7 @@ use crate::sys::{self, debug, Part::*};
 /// mounts under the /proc overlay). Outside a sandbox the store does not exist and the library
 /// passes everything through.
 pub const STORE_PATH: &str = "/proc/.timens/store";
-pub const CONTROL_PATH: &str = "/proc/.timens/control.sock";
+pub const CONTROL_PATH: &std::ffi::CStr = c"/proc/.timens/control.sock";
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;

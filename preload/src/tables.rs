@@ -12,8 +12,11 @@ use crate::parse;
 use crate::sys;
 
 const TIMER_SLOTS: usize = 256;
-const EMPTY: u64 = u64::MAX;
-const CLAIMED: u64 = u64::MAX - 1;
+/// The sentinels are zero and one, so the table is all zeroes until used: it lives in .bss,
+/// whose pages cost nothing until touched, not in .data, whose pages every exec would map
+/// and, next to relocated data, copy.
+const EMPTY: u64 = 0;
+const CLAIMED: u64 = 1;
 
 /// `timer_t` value -> clock id. A slot is claimed (EMPTY -> CLAIMED), its clock written, then
 /// its key published with Release, so a reader that sees the key sees the clock.
@@ -27,12 +30,13 @@ static TIMERS: TimerTable = TimerTable {
     clocks: [const { AtomicI32::new(0) }; TIMER_SLOTS],
 };
 
+/// A timer's key: its value plus two, past the sentinels. The two values that would wrap onto
+/// them (`u64::MAX - 1`, `u64::MAX`) cannot be real timer_t values (glibc's are small kernel ids
+/// or pointers shifted right by one); they are mapped onto two others anyway.
 fn timer_key(timer: usize) -> u64 {
-    let k = timer as u64;
-    // The two sentinels cannot be real timer_t values (glibc's are small kernel ids or
-    // pointers shifted right by one); map them away anyway.
-    if k >= CLAIMED {
-        k - 2
+    let k = (timer as u64).wrapping_add(2);
+    if k <= CLAIMED {
+        k + 2
     } else {
         k
     }

@@ -1,0 +1,532 @@
+//! The clock library's side of the control protocol (`timens_proto`): the requests it makes
+//! (unshare, setns, clone3) and the two answers it expects, written and read here over raw
+//! system calls instead of through `timens_proto::call`.
+//!
+//! Why by hand: every exec in a sandbox loads this library, and serde_json with its std I/O
+//! brought 80 KiB of code and the relocated data (vtables, panic locations, memchr's dispatch
+//! pointers) that made one more page of the library's data copied at every load. The tests
+//! below check both directions against serde_json and the protocol's own types, so the two
+//! cannot drift apart.
+
+use std::ffi::{c_long, CStr};
+
+use timens_proto::{NsSlot, Request};
+
+use crate::sys;
+
+/// What the daemon answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `Response::Ns`: the caller's time and time_for_children.
+    Ns { time: NsSlot, tfc: NsSlot },
+    /// `Response::Error`: what the emulated system call fails with.
+    Error(i32),
+}
+
+/// Longest request this module writes, and longest answer line it reads.
+const REQUEST_MAX: usize = 96;
+const ANSWER_MAX: usize = 4096;
+
+/// The request as one line of the protocol's JSON (`{"op":...}`), or None for a request this
+/// library never makes.
+pub fn encode(req: &Request, out: &mut [u8; REQUEST_MAX]) -> Option<usize> {
+    let mut w = Writer { buf: out, len: 0 };
+    match req {
+        Request::Unshare => w.put(b"{\"op\":\"unshare\""),
+        Request::NewChildNs => w.put(b"{\"op\":\"new_child_ns\""),
+        Request::WhoAmI => w.put(b"{\"op\":\"who_am_i\""),
+        Request::Setns { inum } => {
+            w.put(b"{\"op\":\"setns\",\"inum\":");
+            w.num(u64::from(*inum));
+        }
+        Request::PlaceChild { pid, inum } => {
+            w.put(b"{\"op\":\"place_child\",\"pid\":");
+            w.num(u64::from(*pid));
+            w.put(b",\"inum\":");
+            w.num(u64::from(*inum));
+        }
+        _ => return None,
+    }
+    w.put(b"}\n");
+    Some(w.len)
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8; REQUEST_MAX],
+    len: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, s: &[u8]) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+
+    fn num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+}
+
+/// One answer line: `{"reply":"ns","time":{...},"tfc":{...}}` or
+/// `{"reply":"error","errno":N,"message":"..."}`, members in any order. None for anything else
+/// (another reply, malformed JSON, a number out of range).
+pub fn decode(line: &[u8]) -> Option<Answer> {
+    let mut p = Parser { s: line, i: 0 };
+    let mut reply: Option<&[u8]> = None;
+    let mut time = None;
+    let mut tfc = None;
+    let mut errno = None;
+    p.object(|p, key| {
+        match key {
+            b"reply" => reply = Some(p.string()?),
+            b"time" => time = Some(p.slot()?),
+            b"tfc" => tfc = Some(p.slot()?),
+            b"errno" => errno = Some(i32::try_from(p.integer()?).ok()?),
+            _ => p.skip_value(0)?,
+        }
+        Some(())
+    })?;
+    p.ws();
+    if p.i != line.len() {
+        return None;
+    }
+    match reply? {
+        b"ns" => Some(Answer::Ns {
+            time: time?,
+            tfc: tfc?,
+        }),
+        b"error" => Some(Answer::Error(errno?)),
+        _ => None,
+    }
+}
+
+/// Just enough JSON for the answers above: objects, strings (escapes kept raw: only the keys
+/// and the reply tag are compared, and those have none), integers; other values are skipped.
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+/// Nesting deeper than this is not an answer of ours.
+const DEPTH_MAX: usize = 8;
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    /// `{ "key": value, ... }`, calling `member` at each value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            self.ws();
+            member(self, key)?;
+            if self.eat(b'}').is_some() {
+                return Some(());
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    /// A string's raw bytes between the quotes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match *self.s.get(self.i)? {
+                b'"' => break,
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+        let raw = self.s.get(start..self.i)?;
+        self.i += 1;
+        Some(raw)
+    }
+
+    fn integer(&mut self) -> Option<i64> {
+        self.ws();
+        let neg = self.s.get(self.i) == Some(&b'-');
+        if neg {
+            self.i += 1;
+        }
+        let start = self.i;
+        let mut n: i64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.s.get(self.i) {
+            n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        if self.i == start || matches!(self.s.get(self.i), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(if neg { -n } else { n })
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.integer()?).ok()
+    }
+
+    /// `NsSlot` as serde writes it: `{"inum":N,"index":N,"generation":N}`.
+    fn slot(&mut self) -> Option<NsSlot> {
+        let (mut inum, mut index, mut generation) = (None, None, None);
+        self.object(|p, key| {
+            match key {
+                b"inum" => inum = Some(p.u32()?),
+                b"index" => index = Some(p.u32()?),
+                b"generation" => generation = Some(p.u32()?),
+                _ => p.skip_value(1)?,
+            }
+            Some(())
+        })?;
+        Some(NsSlot {
+            inum: inum?,
+            index: index?,
+            generation: generation?,
+        })
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        if depth > DEPTH_MAX {
+            return None;
+        }
+        self.ws();
+        match *self.s.get(self.i)? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|p, _| p.skip_value(depth + 1)),
+            b'[' => {
+                self.i += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    if self.eat(b']').is_some() {
+                        return Some(());
+                    }
+                    self.eat(b',')?;
+                }
+            }
+            _ => {
+                // A number or true/false/null: up to the next delimiter.
+                let start = self.i;
+                while let Some(c) = self.s.get(self.i) {
+                    if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                (self.i > start).then_some(())
+            }
+        }
+    }
+}
+
+/// Closes an fd when dropped.
+struct Fd(c_long);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: closes an fd this module opened and nothing else uses.
+        unsafe { sys::raw(libc::SYS_close, [self.0, 0, 0, 0, 0, 0]) };
+    }
+}
+
+/// Sends `req` to the daemon's control socket at `path` and reads its one-line answer. A
+/// daemon that does not answer within 30 s fails the call (it must not hang the caller for
+/// ever). `Err(errno)` when the daemon cannot be reached or the exchange fails; None from
+/// [`decode`] is reported as EPROTO.
+pub fn call(path: &CStr, req: &Request) -> Result<Answer, i32> {
+    let mut line = [0u8; REQUEST_MAX];
+    let len = encode(req, &mut line).ok_or(libc::EINVAL)?;
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe {
+        sys::raw(
+            libc::SYS_socket,
+            [
+                c_long::from(libc::AF_UNIX),
+                c_long::from(libc::SOCK_STREAM | libc::SOCK_CLOEXEC),
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    check(fd)?;
+    let fd = Fd(fd);
+    // SAFETY: an all-zero sockaddr_un is a valid value to fill in.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let name = path.to_bytes();
+    if name.len() >= addr.sun_path.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: connect reads `addr`, which lives across the call.
+    check(unsafe {
+        sys::raw(
+            libc::SYS_connect,
+            [
+                fd.0,
+                &addr as *const libc::sockaddr_un as c_long,
+                std::mem::size_of::<libc::sockaddr_un>() as c_long,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    let timeout = libc::timeval {
+        tv_sec: 30,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt reads `timeout`, which lives across the call.
+        check(unsafe {
+            sys::raw(
+                libc::SYS_setsockopt,
+                [
+                    fd.0,
+                    c_long::from(libc::SOL_SOCKET),
+                    c_long::from(opt),
+                    &timeout as *const libc::timeval as c_long,
+                    std::mem::size_of::<libc::timeval>() as c_long,
+                    0,
+                ],
+            )
+        })?;
+    }
+    let mut sent = 0;
+    while sent < len {
+        // SAFETY: write reads `line[sent..len]`, in bounds.
+        let n = unsafe {
+            sys::raw(
+                libc::SYS_write,
+                [
+                    fd.0,
+                    line[sent..].as_ptr() as c_long,
+                    (len - sent) as c_long,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        if n == -c_long::from(libc::EINTR) {
+            continue;
+        }
+        sent += check(n)? as usize;
+    }
+    let mut answer = [0u8; ANSWER_MAX];
+    let mut got = 0;
+    while !answer[..got].contains(&b'\n') {
+        if got == answer.len() {
+            return Err(libc::EPROTO);
+        }
+        // SAFETY: read writes into `answer[got..]`, in bounds.
+        let n = unsafe {
+            sys::raw(
+                libc::SYS_read,
+                [
+                    fd.0,
+                    answer[got..].as_mut_ptr() as c_long,
+                    (answer.len() - got) as c_long,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        if n == -c_long::from(libc::EINTR) {
+            continue;
+        }
+        match check(n)? {
+            0 => return Err(libc::EPROTO),
+            n => got += n as usize,
+        }
+    }
+    let end = answer[..got]
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(got);
+    decode(&answer[..end]).ok_or(libc::EPROTO)
+}
+
+/// A raw system call's result as `Err(errno)` or the value.
+fn check(r: c_long) -> Result<c_long, i32> {
+    if sys::is_err(r) {
+        Err(-r as i32)
+    } else {
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timens_proto::Response;
+
+    fn encoded(req: &Request) -> String {
+        let mut buf = [0u8; REQUEST_MAX];
+        let n = encode(req, &mut buf).expect("a request the library makes");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn requests_are_what_serde_writes() {
+        for req in [
+            Request::Unshare,
+            Request::NewChildNs,
+            Request::WhoAmI,
+            Request::Setns { inum: 0 },
+            Request::Setns { inum: u32::MAX },
+            Request::PlaceChild {
+                pid: 4_194_304,
+                inum: 4_026_531_834,
+            },
+        ] {
+            let ours = encoded(&req);
+            assert_eq!(ours, format!("{}\n", serde_json::to_string(&req).unwrap()));
+            let back: Request = serde_json::from_str(ours.trim_end()).unwrap();
+            assert_eq!(back, req);
+        }
+        assert_eq!(encode(&Request::Status, &mut [0; REQUEST_MAX]), None);
+    }
+
+    fn slot(inum: u32, index: u32, generation: u32) -> NsSlot {
+        NsSlot {
+            inum,
+            index,
+            generation,
+        }
+    }
+
+    #[test]
+    fn answers_serde_writes_are_read() {
+        let ns = Response::Ns {
+            time: slot(4_026_531_834, u32::MAX, 0),
+            tfc: slot(7, 3, u32::MAX),
+        };
+        assert_eq!(
+            decode(serde_json::to_string(&ns).unwrap().as_bytes()),
+            Some(Answer::Ns {
+                time: slot(4_026_531_834, u32::MAX, 0),
+                tfc: slot(7, 3, u32::MAX),
+            })
+        );
+        for (errno, message) in [(1, "plain"), (-5, "esc \" \\ \u{1} ü }{ ] ,")] {
+            let e = Response::Error {
+                errno,
+                message: message.into(),
+            };
+            let text = serde_json::to_string(&e).unwrap();
+            assert_eq!(
+                decode(text.as_bytes()),
+                Some(Answer::Error(errno)),
+                "{text}"
+            );
+        }
+        // Other answers are not ours to take.
+        let pong = Response::Pong {
+            pid: 1,
+            version: "0.1".into(),
+        };
+        assert_eq!(
+            decode(serde_json::to_string(&pong).unwrap().as_bytes()),
+            None
+        );
+    }
+
+    #[test]
+    fn members_in_any_order_and_unknown_ones_skipped() {
+        let text = br#" { "tfc" : {"generation":2,"index":1,"inum":9, "x":[1,{"y":null}]},
+            "extra": [true, false, "s", -1.5e3, {}, []],
+            "time": {"index":4,"inum":8,"generation":0}, "reply" : "ns" } "#;
+        assert_eq!(
+            decode(text),
+            Some(Answer::Ns {
+                time: slot(8, 4, 0),
+                tfc: slot(9, 1, 2),
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_refused() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{}",
+            b"[]",
+            b"{\"reply\":\"ns\"}",
+            b"{\"reply\":\"ns\",\"time\":{\"inum\":1,\"index\":2},\"tfc\":{\"inum\":1,\"index\":2,\"generation\":3}}",
+            b"{\"reply\":\"error\",\"errno\":1.5}",
+            b"{\"reply\":\"error\",\"errno\":99999999999}",
+            b"{\"reply\":\"error\",\"errno\":1} trailing",
+            b"{\"reply\":\"error\",\"errno\":1,}",
+            b"{\"reply\":\"error\" \"errno\":1}",
+            b"{\"reply\":\"error\",\"errno\":1,\"message\":\"unterminated}",
+            b"{\"reply\":\"error\",\"errno\":1,\"x\":[[[[[[[[[[[[1]]]]]]]]]]]]}",
+            b"{\"reply\":\"ns\",\"time\":{\"inum\":-1,\"index\":2,\"generation\":3},\"tfc\":{\"inum\":1,\"index\":2,\"generation\":3}}",
+        ] {
+            assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn call_talks_to_a_daemon_over_a_socket() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = std::env::temp_dir().join(format!("wire-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let req: Request = serde_json::from_str(&line).unwrap();
+            assert_eq!(req, Request::Setns { inum: 42 });
+            let resp = Response::Error {
+                errno: libc::EPERM,
+                message: "no".into(),
+            };
+            (&s).write_all(serde_json::to_string(&resp).unwrap().as_bytes())
+                .unwrap();
+            (&s).write_all(b"\n").unwrap();
+        });
+        let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(
+            call(&cpath, &Request::Setns { inum: 42 }),
+            Ok(Answer::Error(libc::EPERM))
+        );
+        server.join().unwrap();
+        let missing = std::ffi::CString::new(dir.join("none").to_str().unwrap()).unwrap();
+        assert_eq!(call(&missing, &Request::Unshare), Err(libc::ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
