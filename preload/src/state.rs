@@ -204,31 +204,32 @@ fn init_store() {
     debug(&[S(b"in a sandbox: time slot "), I(slot_index(time))]);
 }
 
-/// Exported so that a second copy of the library can tell that it is not the first.
+/// This copy's identity: a static that is not exported, so code here reaches it directly and
+/// no other object can interpose it.
+static THIS_COPY: u8 = 0;
+
+/// Exported so that a second copy of the library can tell that it is not the first: its value
+/// is the address of the copy's own [`THIS_COPY`].
 #[cfg(not(test))]
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static timens_preload_marker: u8 = 1;
+pub static timens_preload_marker: &u8 = &THIS_COPY;
 
-/// Whether the first `timens_preload_marker` in the global scope belongs to another object
-/// than this one (compared by load base: a reference to our own exported symbol could itself
-/// be resolved to the other copy).
+/// Whether the first `timens_preload_marker` in the global scope belongs to another copy of
+/// the library: its value is not our own `THIS_COPY`. (Our own reference to the exported
+/// symbol could itself be resolved to the other copy's; the hidden static cannot.) One dlsym,
+/// no dladdr: this runs at every exec in a sandbox.
 fn another_copy_first() -> bool {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
     let first = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"timens_preload_marker".as_ptr()) };
     if first.is_null() {
         return false;
     }
-    // SAFETY: all-zero Dl_info values are valid to overwrite; dladdr only reads the addresses.
-    unsafe {
-        let mut theirs: libc::Dl_info = std::mem::zeroed();
-        let mut ours: libc::Dl_info = std::mem::zeroed();
-        let own_code = init as *const () as *const std::ffi::c_void;
-        if libc::dladdr(first, &mut theirs) == 0 || libc::dladdr(own_code, &mut ours) == 0 {
-            return false;
-        }
-        theirs.dli_fbase != ours.dli_fbase
-    }
+    // SAFETY: `first` is the address of a `timens_preload_marker`, a pointer-sized static in
+    // this version. (An older copy's one-byte marker reads as some other value: also "not
+    // this copy", which is the right answer.)
+    let theirs = unsafe { first.cast::<usize>().read_unaligned() };
+    theirs != std::ptr::addr_of!(THIS_COPY) as usize
 }
 
 fn slot_index(v: u64) -> i64 {
