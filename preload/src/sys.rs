@@ -6,7 +6,7 @@
 //! handler during init") and every forwarded `syscall()` goes through [`raw`], the same
 //! instruction glibc's `syscall()` executes.
 
-use std::ffi::{c_long, c_void, CStr};
+use std::ffi::{c_char, c_long, c_void, CStr};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -149,17 +149,31 @@ impl<F: Copy> Real<F> {
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-/// Turns the debug channel on when `TIMENS_PRELOAD_DEBUG=1`. Called during init.
+extern "C" {
+    /// libc's environment, as `getenv` reads it.
+    static environ: *const *const c_char;
+}
+
+/// Turns the debug channel on when `TIMENS_PRELOAD_DEBUG=1`. Called during init. Reads
+/// `environ` itself rather than calling getenv, whose code page in libc would be one more page
+/// fault at every exec in a sandbox.
 pub fn init_debug() {
-    // SAFETY: getenv with a NUL-terminated name; the result is read before anything can change
-    // the environment (init runs in the constructor, before main).
-    let v = unsafe { libc::getenv(c"TIMENS_PRELOAD_DEBUG".as_ptr()) };
-    if v.is_null() {
-        return;
+    const NAME: &[u8] = b"TIMENS_PRELOAD_DEBUG=";
+    // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated strings; init runs in
+    // the constructor, before main can change it, and only reads it.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = (*p).cast::<u8>();
+            // Compared byte by byte: a shorter entry ends (NUL) before any mismatch is read past.
+            if (0..NAME.len()).all(|i| *entry.add(i) == NAME[i]) {
+                let value = entry.add(NAME.len());
+                DEBUG.store(*value == b'1' && *value.add(1) == 0, Ordering::Relaxed);
+                return;
+            }
+            p = p.add(1);
+        }
     }
-    // SAFETY: a non-NULL getenv result is a NUL-terminated string.
-    let v = unsafe { CStr::from_ptr(v) };
-    DEBUG.store(v.to_bytes() == b"1", Ordering::Relaxed);
 }
 
 pub fn debug_enabled() -> bool {
