@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of timensfs, side by side with native /proc and LXCFS, in one run.
 # Usage: sudo bench/run.sh [--strace]      (see bench/README.md)
-# Knobs (environment): ITERS REPS LXCFS_ITERS PS_RUNS RUN_RUNS NSLEEP.
+# Knobs (environment): ITERS REPS LXCFS_ITERS PS_ROUNDS PS_PER_ROUND RUN_RUNS NSLEEP.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,7 +11,8 @@ BIN=$ROOT/target/release
 ITERS=${ITERS:-20000}          # open+read+close per repetition (native and timensfs)
 REPS=${REPS:-5}                # repetitions; the figure is the median of the repetition medians
 LXCFS_ITERS=${LXCFS_ITERS:-2000} # LXCFS is ~20x slower: fewer operations keep the run short
-PS_RUNS=${PS_RUNS:-15}         # timed `ps -ef` runs per figure
+PS_ROUNDS=${PS_ROUNDS:-5}      # rounds of `ps -ef` runs, the columns in turn
+PS_PER_ROUND=${PS_PER_ROUND:-3} # timed `ps -ef` runs per column and round
 RUN_RUNS=${RUN_RUNS:-20}       # timed `timens run -- true` runs per figure
 NSLEEP=${NSLEEP:-200}          # extra processes for the ps row
 STRACE=0
@@ -176,6 +177,11 @@ cmd_sandbox() { # LABEL RUNS CMD...: as cmd_native, inside `timens run ${SANDBOX
 }
 
 SANDBOX_OPTS=()   # extra `timens run` options for cmd_sandbox
+
+median_of() { # NUMBERS...: their median
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
+        END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 ROWS=()   # "mode|what|unit|native|timensfs|lxcfs|ratio-text|ratio|op|target"
 # row MODE WHAT UNIT NATIVE TFS LXCFS RATIO_LABEL NUM DEN TARGET
 row() {
@@ -220,15 +226,39 @@ for MODE in pinned unpinned; do
 
     # Twice: without a boottime offset every PID/stat is the kernel's own file (a link, no round
     # trip); with one, each is rendered by the daemon (OPEN, READ and RELEASE per process).
+    # The three columns take turns, PS_ROUNDS rounds of PS_PER_ROUND runs each, the order
+    # reversed every other round, so that this VM's fast and slow phases (seconds long) hit
+    # every column alike; each figure is the median of its rounds' medians.
     log "[$MODE] ps -ef"
-    cmd_native ps-ef "$PS_RUNS" ps -ef; n=$R
+    ps_n=() ps_t=() ps_b=()
+    for ((r = 1; r <= PS_ROUNDS; r++)); do
+        order=(n t b)
+        [ $((r % 2)) = 0 ] && order=(b t n)
+        for c in "${order[@]}"; do
+            case $c in
+            n)
+                cmd_native ps-ef "$PS_PER_ROUND" ps -ef
+                ps_n+=("$R")
+                ;;
+            t)
+                SANDBOX_OPTS=()
+                cmd_sandbox ps-ef "$PS_PER_ROUND" ps -ef
+                ps_t+=("$R")
+                ;;
+            b)
+                SANDBOX_OPTS=(--boottime 86400)
+                cmd_sandbox ps-ef-boottime "$PS_PER_ROUND" ps -ef
+                ps_b+=("$R")
+                ;;
+            esac
+        done
+    done
     SANDBOX_OPTS=()
-    cmd_sandbox ps-ef "$PS_RUNS" ps -ef; t=$R
+    n=$(median_of "${ps_n[@]}")
+    t=$(median_of "${ps_t[@]}")
     row "$MODE" "4 ps -ef (+$NSLEEP procs)" ms "$n" "$t" - "tfs/native" "$t" "$n" "<= 1.50"
-    SANDBOX_OPTS=(--boottime 86400)
-    cmd_sandbox ps-ef-boottime "$PS_RUNS" ps -ef; t=$R
+    t=$(median_of "${ps_b[@]}")
     row "$MODE" "4 same, --boottime 86400" ms "$n" "$t" - "tfs/native" "$t" "$n" "<= 1.50"
-    SANDBOX_OPTS=()
 
     log "[$MODE] timens run -- true"
     cmd_native timens-run "$RUN_RUNS" "$BIN/timens" run --state-dir "$SD" -- true; t=$R
