@@ -207,21 +207,11 @@ pub fn debug(parts: &[Part<'_>]) {
         match p {
             Part::S(s) => put(s),
             Part::I(v) => {
-                let mut digits = [0u8; 20];
-                let mut n = v.unsigned_abs();
-                let mut i = digits.len();
-                loop {
-                    i -= 1;
-                    digits[i] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
                 if *v < 0 {
                     put(b"-");
                 }
-                put(&digits[i..]);
+                let mut digits = [0u8; 20];
+                put(decimal(v.unsigned_abs(), &mut digits));
             }
         }
     }
@@ -233,6 +223,20 @@ pub fn debug(parts: &[Part<'_>]) {
             [2, buf.as_ptr() as c_long, len as c_long, 0, 0, 0],
         )
     };
+}
+
+/// `n` in decimal, written at the end of `digits`. No allocation (signal handlers use it).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[i..]
 }
 
 /// Calls `line` for every line of a file read with raw syscalls through a fixed buffer; lines
@@ -304,22 +308,13 @@ pub fn scan_lines<T>(path: &CStr, mut line: impl FnMut(&[u8]) -> Option<T>) -> O
 /// Writes `prefix` followed by the decimal `n` and a NUL into `buf`; returns the C string.
 pub fn path_with_number<'a>(buf: &'a mut [u8; 64], prefix: &[u8], n: u64) -> Option<&'a CStr> {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let total = prefix.len() + (digits.len() - i);
+    let number = decimal(n, &mut digits);
+    let total = prefix.len() + number.len();
     if total + 1 > buf.len() {
         return None;
     }
     buf[..prefix.len()].copy_from_slice(prefix);
-    buf[prefix.len()..total].copy_from_slice(&digits[i..]);
+    buf[prefix.len()..total].copy_from_slice(number);
     buf[total] = 0;
     CStr::from_bytes_with_nul(&buf[..=total]).ok()
 }

@@ -62,18 +62,9 @@ impl Writer<'_> {
         self.len += s.len();
     }
 
-    fn num(&mut self, mut n: u64) {
+    fn num(&mut self, n: u64) {
         let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.put(&digits[i..]);
+        self.put(sys::decimal(n, &mut digits));
     }
 }
 
