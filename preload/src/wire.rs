@@ -3,10 +3,9 @@
 //! system calls instead of through `timens_proto::call`.
 //!
 //! Why by hand: every exec in a sandbox loads this library, and serde_json with its std I/O
-//! brought 80 KiB of code and the relocated data (vtables, panic locations, memchr's dispatch
-//! pointers) that made one more page of the library's data copied at every load. The tests
-//! below check both directions against serde_json and the protocol's own types, so the two
-//! cannot drift apart.
+//! brought 75 KiB of code and 100 relocations (vtables, panic locations, error strings), whose
+//! data was one more page copied at every load. The tests below check both directions against
+//! serde_json and the protocol's own types, so the two cannot drift apart.
 
 use std::ffi::{c_long, CStr};
 
