@@ -275,11 +275,6 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
 add() { VALS[$1]="${VALS[$1]:-}${VALS[$1]:+ }$2"; }
 
-median() { # values... -> median
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 med_of() { # KEY -> median of its values, or - when the column was not measured
     local k=$1
     if [ -z "${VALS[$k]:-}" ]; then echo -; return; fi

@@ -13,6 +13,11 @@ pin_all() {
 
 log() { printf '%s\n' "$*" >&2; }
 
+median() { # values... -> their median
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # need_root SCRIPT WHY: exit 1 with one line unless root.
 need_root() {
     if [ "$(id -u)" != 0 ]; then

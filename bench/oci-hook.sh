@@ -135,11 +135,6 @@ run_one() {
     R=$(awk -v a="${t0/,/.}" -v b="${t1/,/.}" 'BEGIN { printf "%.2f", (b - a) * 1000 }')
 }
 
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # ---------------------------------------------------------------- the hook works
 run_one check
 if ! grep -q '^boottime *86400 *0$' <<<"$OUT"; then

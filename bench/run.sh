@@ -178,10 +178,6 @@ cmd_sandbox() { # LABEL RUNS CMD...: as cmd_native, inside `timens run ${SANDBOX
 
 SANDBOX_OPTS=()   # extra `timens run` options for cmd_sandbox
 
-median_of() { # NUMBERS...: their median
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 ROWS=()   # "mode|what|unit|native|timensfs|lxcfs|ratio-text|ratio|op|target"
 # row MODE WHAT UNIT NATIVE TFS LXCFS RATIO_LABEL NUM DEN TARGET
 row() {
@@ -254,10 +250,10 @@ for MODE in pinned unpinned; do
         done
     done
     SANDBOX_OPTS=()
-    n=$(median_of "${ps_n[@]}")
-    t=$(median_of "${ps_t[@]}")
+    n=$(median "${ps_n[@]}")
+    t=$(median "${ps_t[@]}")
     row "$MODE" "4 ps -ef (+$NSLEEP procs)" ms "$n" "$t" - "tfs/native" "$t" "$n" "<= 1.50"
-    t=$(median_of "${ps_b[@]}")
+    t=$(median "${ps_b[@]}")
     row "$MODE" "4 same, --boottime 86400" ms "$n" "$t" - "tfs/native" "$t" "$n" "<= 1.50"
 
     log "[$MODE] timens run -- true"
