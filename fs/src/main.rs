@@ -73,10 +73,22 @@ fn run(args: Args) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let store = loop {
         match timens::store::Store::open_or_create(&store_path, args.slots) {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Two `timens run` that find no daemon at the same moment start one each: the
+                // one that lost the lock must leave now, not take the store over later (when
+                // the winner is stopped, its directory possibly removed).
+                if let Some(pid) = answering_daemon(&args.state_dir) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!(
+                            "timensfs pid {pid} already serves {}",
+                            args.state_dir.display()
+                        ),
+                    ));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => break other?,
@@ -110,4 +122,17 @@ fn run(args: Args) -> std::io::Result<()> {
             .spawn(move || d.event_loop())?;
     }
     control::serve(daemon, &args.state_dir, args.idle_exit)
+}
+
+/// The pid of a daemon that answers on `state_dir`'s control socket, if one does.
+fn answering_daemon(state_dir: &std::path::Path) -> Option<u32> {
+    let sock =
+        std::os::unix::net::UnixStream::connect(timens_proto::socket_path(state_dir)).ok()?;
+    // A daemon that holds the lock answers a ping at once; one that hangs is not "serving".
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .ok()?;
+    match timens_proto::call(&sock, &timens_proto::Request::Ping, &[]) {
+        Ok(timens_proto::Response::Pong { pid, .. }) => Some(pid),
+        _ => None,
+    }
 }

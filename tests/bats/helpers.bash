@@ -46,6 +46,10 @@ teardown() {
 	done
 	for dir in "${STATE_DIRS[@]}"; do
 		note_daemon "$dir"
+		# Also daemons that never wrote the pid file (one that lost a start race).
+		for pid in $(our_daemons "$dir"); do
+			note_daemon_pid "$pid"
+		done
 		for pid in "${DAEMON_PIDS[@]}"; do
 			if is_our_daemon "$pid" "$dir"; then
 				stop_pid "$pid"
@@ -208,6 +212,17 @@ is_our_daemon() {
 		[ "${args[i]}" = --state-dir ] && [ "${args[i + 1]}" = "$dir" ] && return 0
 	done
 	return 1
+}
+
+# our_daemons [DIR]: the pids of every live timensfs serving DIR ($STATE by default), whether
+# or not it wrote the pid file.
+our_daemons() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		is_our_daemon "$pid" "${1:-$STATE}" && echo "$pid"
+	done
+	return 0
 }
 
 # wait_for SECONDS CMD...: polls CMD every 50 ms until it succeeds; fails after SECONDS.

@@ -264,3 +264,49 @@ assert any(e["inum"] == inum and e["boottime"]["sec"] == 9 for e in json.load(sy
 	done
 	[ -z "$bad" ] || fail "reads during re-attach:"$'\n'"$bad"
 }
+
+@test "daemon: a second timensfs on a served directory exits 1 at once naming the first, which keeps serving" {
+	requires sandbox
+	trun -- true || fail "first sandbox"
+	local first
+	first=$(daemon_pid) || fail "no pid file"
+	run --separate-stderr timeout "$HANG" "$TIMENSFS" --state-dir "$STATE"
+	assert_eq "$status" 1 "exit status; stderr: $stderr"
+	assert_eq "$(grep -c '' <<<"$stderr")" 1 "stderr must be one line: $stderr"
+	assert_contains "$stderr" "timensfs pid $first already serves $STATE"
+	assert_eq "$(our_daemons)" "$first" "daemons serving $STATE"
+	assert_eq "$(daemon_pid)" "$first" "pid file"
+	trun -- true || fail "the first daemon no longer serves"
+}
+
+# Before the fix, each racing `timens run` that found no daemon started one; the losers waited
+# for the store's lock and took it over once the winner stopped (after a test had removed the
+# state directory), then lingered until their idle exit.
+@test "daemon: four timens run racing to start the daemon leave exactly one daemon" {
+	requires sandbox
+	local i fd pids=() gate=$STATE/gate
+	mkfifo "$gate"
+	# Held open read-write here, so no open blocks; each racer waits for its line, and the four
+	# lines are written at once.
+	exec {fd}<>"$gate"
+	for i in 1 2 3 4; do
+		(
+			read -r _ <"$gate"
+			trun -- true
+		) &
+		pids+=($!)
+	done
+	printf 'go\n%.0s' 1 2 3 4 >&"$fd"
+	for i in "${pids[@]}"; do
+		wait "$i" || fail "a racing timens run failed"
+	done
+	exec {fd}>&-
+	# A loser may still be starting; it must leave as soon as it sees the winner (the old
+	# behaviour: it waited 3 s for the lock, and took the store over if the winner stopped).
+	local end=$(($(date +%s%N) + 1000000000))
+	while [ "$(our_daemons | wc -l)" -ne 1 ] && [ "$(date +%s%N)" -lt "$end" ]; do
+		sleep 0.05
+	done
+	[ "$(our_daemons | wc -l)" -eq 1 ] || fail "daemons serving $STATE 1 s after: $(our_daemons | tr '\n' ' ')"
+	assert_eq "$(our_daemons)" "$(daemon_pid)" "the one left is the pid file's"
+}

@@ -229,14 +229,24 @@ impl StateDir {
                 .any(|w| w[0] == b"--state-dir" && w[1] == dir)
     }
 
-    /// Ends every daemon of this directory (by pid, verified), waiting until each is gone.
+    /// Ends every daemon of this directory (by pid, verified), waiting until each is gone: those
+    /// the pid file named, and any other timensfs started with this directory that never wrote
+    /// it (two `timens run` racing to start a daemon start two; the loser must not outlive us).
     pub fn stop_daemons(&self) {
         let _ = self.daemon_pid();
-        let pids = self
+        let mut pids = self
             .daemons
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let pid = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+                if let Some(pid) = pid.filter(|p| !pids.contains(p) && self.is_our_daemon(*p)) {
+                    pids.push(pid);
+                }
+            }
+        }
         for pid in pids {
             if self.is_our_daemon(pid) {
                 terminate(pid);
