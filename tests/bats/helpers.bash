@@ -29,7 +29,6 @@ setup() {
 	STATE=$(mktemp -d "${BATS_TMPDIR:-/tmp}/timens-bats.XXXXXX")
 	BG_PIDS=()
 	BG_KILL_PIDS=()
-	DAEMON_PIDS=()
 	# State directories whose daemons teardown ends (a test may add one inside $STATE).
 	STATE_DIRS=("$STATE")
 }
@@ -44,16 +43,11 @@ teardown() {
 		stop_pid "$pid"
 		wait "$pid" 2>/dev/null || true
 	done
+	# Every live daemon of each directory, whether or not it wrote the pid file (one that lost
+	# a start race did not; a killed daemon's successor overwrote it).
 	for dir in "${STATE_DIRS[@]}"; do
-		note_daemon "$dir"
-		# Also daemons that never wrote the pid file (one that lost a start race).
 		for pid in $(our_daemons "$dir"); do
-			note_daemon_pid "$pid"
-		done
-		for pid in "${DAEMON_PIDS[@]}"; do
-			if is_our_daemon "$pid" "$dir"; then
-				stop_pid "$pid"
-			fi
+			stop_pid "$pid"
 		done
 	done
 	[ -n "${STATE:-}" ] && rm -rf -- "$STATE"
@@ -176,28 +170,12 @@ wait_exit() {
 	wait "$1" || EXIT_STATUS=$?
 }
 
-# The pid in DIR/timensfs.pid (DIR: $STATE by default; remembered for teardown), or failure.
+# The pid in DIR/timensfs.pid (DIR: $STATE by default), or failure.
 daemon_pid() {
 	local pid
 	pid=$(cat "${1:-$STATE}/timensfs.pid" 2>/dev/null) || return 1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	note_daemon_pid "$pid"
 	echo "$pid"
-}
-
-note_daemon_pid() {
-	local p
-	for p in "${DAEMON_PIDS[@]}"; do
-		[ "$p" = "$1" ] && return 0
-	done
-	DAEMON_PIDS+=("$1")
-}
-
-note_daemon() {
-	local pid
-	pid=$(cat "${1:-$STATE}/timensfs.pid" 2>/dev/null) || return 0
-	[[ $pid =~ ^[0-9]+$ ]] && note_daemon_pid "$pid"
-	return 0
 }
 
 # is_our_daemon PID [DIR]: whether PID is a live timensfs serving DIR ($STATE by default): a
@@ -247,10 +225,7 @@ tns() {
 
 # trun [OPTS...] -- CMD...: `timens run --state-dir $STATE OPTS -- CMD`, hang-protected.
 trun() {
-	local rc=0
-	timeout -k 2 "$HANG" "$TIMENS" run --state-dir "$STATE" "$@" || rc=$?
-	note_daemon
-	return "$rc"
+	timeout -k 2 "$HANG" "$TIMENS" run --state-dir "$STATE" "$@"
 }
 
 # tstatus [--json]: `timens status` of this test's daemon.

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Hang protection for one command (a sandbox run, a host run, a status query).
@@ -157,8 +156,6 @@ pub fn preconditions(needs: Needs) -> Result<Bins, String> {
 /// panics.
 pub struct StateDir {
     path: PathBuf,
-    /// Daemon pids seen in the pid file (a killed daemon's successor overwrites it).
-    daemons: Mutex<Vec<u32>>,
 }
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
@@ -176,10 +173,7 @@ impl StateDir {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&path);
-        StateDir {
-            path,
-            daemons: Mutex::new(Vec::new()),
-        }
+        StateDir { path }
     }
 
     pub fn path(&self) -> &Path {
@@ -194,18 +188,13 @@ impl StateDir {
         self.path.join(SOCKET_NAME)
     }
 
-    /// The pid in the pid file, if any; remembered so the daemon is ended on drop.
+    /// The pid in the pid file, if any.
     pub fn daemon_pid(&self) -> Option<u32> {
-        let pid = std::fs::read_to_string(self.pidfile())
+        std::fs::read_to_string(self.pidfile())
             .ok()?
             .trim()
             .parse::<u32>()
-            .ok()?;
-        let mut seen = self.daemons.lock().unwrap_or_else(|e| e.into_inner());
-        if !seen.contains(&pid) {
-            seen.push(pid);
-        }
-        Some(pid)
+            .ok()
     }
 
     /// Whether `pid` is a live (not zombie) timensfs serving this directory: the pid file of a
@@ -229,26 +218,17 @@ impl StateDir {
                 .any(|w| w[0] == b"--state-dir" && w[1] == dir)
     }
 
-    /// Ends every daemon of this directory (by pid, verified), waiting until each is gone: those
-    /// the pid file named, and any other timensfs started with this directory that never wrote
-    /// it (two `timens run` racing to start a daemon start two; the loser must not outlive us).
+    /// Ends every daemon of this directory (by pid, verified), waiting until each is gone: every
+    /// live timensfs started with this directory, whether or not it wrote the pid file (two
+    /// `timens run` racing to start a daemon start two; a killed daemon's successor overwrites
+    /// the file).
     pub fn stop_daemons(&self) {
-        let _ = self.daemon_pid();
-        let mut pids = self
-            .daemons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let pid = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
-                if let Some(pid) = pid.filter(|p| !pids.contains(p) && self.is_our_daemon(*p)) {
-                    pids.push(pid);
-                }
-            }
-        }
-        for pid in pids {
-            if self.is_our_daemon(pid) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let pid = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+            if let Some(pid) = pid.filter(|p| self.is_our_daemon(*p)) {
                 terminate(pid);
             }
         }
