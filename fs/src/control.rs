@@ -353,6 +353,7 @@ fn create_sandbox(
         mixed: AtomicBool::new(false),
         mixed_lock: Default::default(),
         kernel_stat_dirs: Default::default(),
+        stat_pages: Default::default(),
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children && attached.is_none() {

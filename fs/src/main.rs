@@ -10,6 +10,7 @@ mod overlay;
 mod pio;
 mod rootfile;
 mod state;
+mod statpage;
 
 use clap::Parser;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -120,6 +121,10 @@ fn run(args: Args) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("proc-events".into())
             .spawn(move || d.event_loop())?;
+        let d = daemon.clone();
+        std::thread::Builder::new()
+            .name("stat-refresh".into())
+            .spawn(move || d.refresh.run())?;
     }
     control::serve(daemon, &args.state_dir, args.idle_exit)
 }

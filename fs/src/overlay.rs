@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use crate::pio;
 use crate::rootfile::RootFile;
 use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
+use crate::statpage::REFRESH_AT;
 use procview::Timespec;
 use timens_sys::creds;
 
@@ -233,8 +234,11 @@ struct OpenFile {
     phantom: u64,
     /// CAP_SYS_TIME of the opener (F2: checked with the opener's credentials).
     cap_sys_time: bool,
-    /// Read through the page cache, which holds the inode's published content (`Published`).
+    /// Read through the page cache, which holds the inode's published content (`Published`)
+    /// or, for `PID/stat`, this handle's `snapshot` (see `statpage`).
     cached: bool,
+    /// When `snapshot` was rendered (page-cached `PID/stat`).
+    rendered_at: Option<std::time::Instant>,
 }
 
 /// The content of a page-cached `/proc/uptime` inode that the kernel was last told about:
@@ -268,6 +272,9 @@ pub struct Overlay {
     /// Set once a reader outside the sandbox's own namespace looked for `/proc/uptime`: from
     /// then on its lookups are per caller (TTL 0); before, one entry cached for good serves all.
     uptime_per_caller: AtomicBool,
+    /// Whether `PID/stat` may be read through the page cache (`statpage`); TIMENSFS_STAT_CACHE=0
+    /// turns it off (every read then goes to the daemon, as before).
+    stat_cache: bool,
     /// Time stamps of every inode (procfs shows its inodes' creation time).
     born: SystemTime,
     uid: u32,
@@ -322,6 +329,7 @@ impl Overlay {
             stat_fds: Default::default(),
             procfs_hides_pids: Default::default(),
             uptime_per_caller: AtomicBool::new(false),
+            stat_cache: std::env::var_os("TIMENSFS_STAT_CACHE").is_none_or(|v| v != "0"),
             born: SystemTime::now(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
@@ -357,6 +365,19 @@ impl Overlay {
             if e.raw_os_error() != Some(libc::ENOENT) {
                 tracing::warn!(error = %e, "{what}");
             }
+        }
+    }
+
+    /// [`Overlay::notify`] that says whether the notification reached the kernel.
+    fn notify_ok(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
+        let notifier = self.sb.notifier.lock().unwrap_or_else(|e| e.into_inner());
+        match notifier.as_ref().map(send) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "{what}");
+                false
+            }
+            None => false,
         }
     }
 
@@ -450,6 +471,95 @@ impl Overlay {
             m.insert(ino, fd.clone());
         }
         Ok(Some(fd))
+    }
+
+    /// Opens `PID/stat` for reading through the page cache if no other handle has the inode
+    /// open (see `statpage`): renders the caller's content now and makes it what the kernel
+    /// holds. Returns that content, or None for a direct-I/O open (every read asks the daemon).
+    /// Counts every handle of a `PID/stat` inode (the RELEASE uncounts it).
+    fn open_pid_stat(&self, req: &Request, ino: INodeNo, key: &Key, fh: u64) -> Option<Vec<u8>> {
+        if !matches!(key, Key::PidStat(_)) {
+            return None;
+        }
+        if !self.sb.stat_pages.register(ino.0) || !self.stat_cache {
+            return None;
+        }
+        // Rendered without the lock (a pread as the caller): another open meanwhile sees this
+        // handle counted and reads directly, and this one then does too.
+        let content = self.render(req, ino.0, key);
+        let mut pages = self.sb.stat_pages.lock();
+        let page = pages.get_mut(&ino.0)?;
+        let Ok(content) = content else {
+            // The read reports the error (as procfs does: the open succeeds).
+            page.held = None;
+            return None;
+        };
+        if page.open != 1 {
+            return None;
+        }
+        // No other handle is open, so no page read of this inode is waiting for this daemon:
+        // storing or dropping its pages cannot wait on one.
+        let kept = match &page.held {
+            Some(h) if *h == content => true,
+            Some(h) if content.len() >= h.len() => {
+                self.notify_ok("notify store", |n| n.store(ino, 0, &content))
+            }
+            _ => false,
+        };
+        if !kept && !self.notify_ok("notify inval inode", |n| n.inval_inode(ino, 0, -1)) {
+            page.held = None;
+            return None;
+        }
+        page.held = Some(content.clone());
+        page.cached_fh = Some(fh);
+        page.cached_len = content.len() as u64;
+        drop(pages);
+        self.daemon.refresh.later(&self.sb, ino.0, fh);
+        Some(content)
+    }
+
+    /// A GETATTR with the handle of a page-cached `PID/stat`: it comes from a read or fstat
+    /// after the attributes were invalidated (the handle stayed open about `FRESH_FOR`), so render the
+    /// line again, as procfs would at this read. If it changed, the reply's size and mtime make
+    /// the kernel drop the pages and read them again from this handle. (Nothing is stored from
+    /// here: another thread of the reader may be waiting in a page read of this inode, and a
+    /// store would wait for that page.)
+    fn refresh_pid_stat(&self, req: &Request, ino: INodeNo, key: &Key, fh: u64) {
+        let old = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            match files.get(&fh) {
+                Some(f) if f.cached && f.rendered_at.is_some_and(|t| t.elapsed() >= REFRESH_AT) => {
+                    f.snapshot.clone().unwrap_or_default()
+                }
+                _ => return,
+            }
+        };
+        let Ok(content) = self.render(req, ino.0, key) else {
+            return;
+        };
+        let len = content.len() as u64;
+        let changed = content != old;
+        if let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&fh)
+        {
+            f.snapshot = Some(content);
+            f.rendered_at = Some(std::time::Instant::now());
+        }
+        {
+            let mut pages = self.sb.stat_pages.lock();
+            let Some(page) = pages.get_mut(&ino.0).filter(|p| p.cached_fh == Some(fh)) else {
+                return;
+            };
+            if changed {
+                page.held = None;
+                page.generation += 1;
+                page.cached_len = len;
+            }
+        }
+        self.daemon.refresh.later(&self.sb, ino.0, fh);
     }
 
     fn procfs(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -616,7 +726,13 @@ impl Overlay {
             }
             Key::PidStat(p) => {
                 let (uo, go) = self.owner(p);
-                self.attr(ino, FileType::RegularFile, 0o444, uo, go, 1)
+                let mut a = self.attr(ino, FileType::RegularFile, 0o444, uo, go, 1);
+                // While page-cached, the kernel's i_size must be the content's length.
+                if let Some(page) = self.sb.stat_pages.lock().get(&ino) {
+                    a.size = page.size();
+                    a.mtime = self.born + Duration::from_nanos(page.generation);
+                }
+                a
             }
             Key::Offsets(pid, start) => {
                 let (uo, go) = self.owner(&Proc {
@@ -1168,6 +1284,7 @@ impl Overlay {
             phantom: 0,
             cap_sys_time,
             cached: false,
+            rendered_at: None,
         })
     }
 
@@ -1249,7 +1366,11 @@ impl Filesystem for Overlay {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        match self.inodes.forget(ino.0, nlookup) {
+        let forgotten = self.inodes.forget(ino.0, nlookup);
+        if let Some(Key::PidStat(_)) = forgotten {
+            self.sb.stat_pages.forget(ino.0);
+        }
+        match forgotten {
             Some(Key::PidStat(_))
                 if self
                     .stat_fds
@@ -1277,10 +1398,13 @@ impl Filesystem for Overlay {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
+        if let (Key::PidStat(_), Some(fh)) = (&key, fh) {
+            self.refresh_pid_stat(req, ino, &key, fh.0);
+        }
         let ttl = match key {
             Key::Root
             | Key::HiddenDir
@@ -1371,10 +1495,18 @@ impl Filesystem for Overlay {
                         f.cached = true;
                         FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
                     }
-                    None => {
-                        self.allow_splice(ino);
-                        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-                    }
+                    None => match self.open_pid_stat(req, ino, &f.key, fh) {
+                        Some(content) => {
+                            f.cached = true;
+                            f.snapshot = Some(content);
+                            f.rendered_at = Some(std::time::Instant::now());
+                            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+                        }
+                        None => {
+                            self.allow_splice(ino);
+                            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+                        }
+                    },
                 };
                 self.files
                     .lock()
@@ -1412,6 +1544,13 @@ impl Filesystem for Overlay {
             };
             (f.key.clone(), f.phantom, f.snapshot.clone(), f.cached)
         };
+        if let (true, Key::PidStat(_)) = (cached, &key) {
+            // A page read of a page-cached `PID/stat`: its content, whose length i_size is.
+            let bytes = snapshot.unwrap_or_default();
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            return reply.data(&bytes[start..end]);
+        }
         if let (true, Key::Uptime(ns)) = (cached, &key) {
             // A page read: the published content, which the size the kernel has matches.
             let m = self.uptime.lock().unwrap_or_else(|e| e.into_inner());
@@ -1494,17 +1633,25 @@ impl Filesystem for Overlay {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files
+        let f = self
+            .files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh.0);
+        if let Some(OpenFile {
+            key: Key::PidStat(_),
+            ..
+        }) = f
+        {
+            self.sb.stat_pages.release(ino.0, fh.0);
+        }
         reply.ok();
     }
 

@@ -86,6 +86,8 @@ pub struct Sandbox {
     /// Process directories (inodes) whose `stat` was answered as a link to the kernel's own file
     /// (see `Overlay::stat_is_kernels`): [`Sandbox::mark_mixed`] makes the kernel forget them.
     pub kernel_stat_dirs: Mutex<std::collections::HashSet<u64>>,
+    /// Page-cached `PID/stat` inodes of the overlay (see `statpage`).
+    pub stat_pages: crate::statpage::StatPages,
 }
 
 impl Sandbox {
@@ -162,6 +164,8 @@ pub struct Daemon {
     pub host_proc: OwnedFd,
     /// The daemon's own credentials, to skip switching to a caller's identical ones.
     own_creds: Option<timens_sys::creds::Creds>,
+    /// Re-renders page-cached `PID/stat` files kept open (see `statpage`).
+    pub refresh: crate::statpage::Refresher,
 }
 
 /// Host pid → its ids in every pid namespace from the host's down (`NSpid:`).
@@ -199,6 +203,7 @@ impl Daemon {
                 .ok()
                 .and_then(|t| timens_sys::creds::parse_status(&t)),
             host_proc,
+            refresh: Default::default(),
         }
     }
 

@@ -492,3 +492,131 @@ fn root_reads_pid_stat_in_full() {
         "root reading a process's stat address fields: inside vs host"
     );
 }
+
+/// A virtual `PID/stat` is read through the page cache when its handle is the inode's only one
+/// (fs/src/statpage.rs). Readers that see different lines of the same process must each still get
+/// their own, whichever read the inode before: root (the address fields in full) and uid 65534
+/// (masked to 1 and 0 by do_task_stat) take turns on one sandbox's inode, through read(2) and
+/// through sendfile(2) (busybox cat, which reads the page cache up to i_size), and each line
+/// equals the host's for that reader, with the starttime shifted by the offset.
+#[test]
+fn pid_stat_readers_taking_turns_each_get_their_own_view() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["bash", "sed", "cut", "sleep", "setpriv", "busybox"],
+    };
+    let Some(env) = Env::new("pid_stat_readers_taking_turns", needs) else {
+        return;
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let target = Kill(
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let pid = target.0.id();
+    // After "pid (comm) ": starttime is field 20; the address fields 24-26 and 43-49 are the
+    // ones a reader without ptrace access sees as 1 or 0.
+    let addrs =
+        |cat: &str| format!("{cat} /proc/{pid}/stat | sed 's/.*) //' | cut -d' ' -f24-26,43-49");
+    let start = |cat: &str| format!("{cat} /proc/{pid}/stat | sed 's/.*) //' | cut -d' ' -f20");
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups --";
+    let host_root = host_bash_ok(&addrs("cat"));
+    let host_nobody = host_bash_ok(&format!("{nobody} {}", addrs("cat")));
+    assert_ne!(
+        host_root, host_nobody,
+        "premise: root and uid 65534 see different address fields on the host"
+    );
+    let host_start: u64 = host_bash_ok(&start("cat"))
+        .trim()
+        .parse()
+        .expect("starttime");
+    let mut script = String::new();
+    for cat in ["cat", "busybox cat", "cat", "busybox cat"] {
+        for who in ["", nobody] {
+            script.push_str(&format!("{who} {}; {who} {}\n", addrs(cat), start(cat)));
+        }
+    }
+    let out = env.bash_ok(&["--boottime", "86400"], &script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 16, "two lines per read: {out}");
+    let want_start = (host_start + 8_640_000).to_string();
+    for (i, pair) in lines.chunks(2).enumerate() {
+        let (cat, who) = (
+            ["cat", "busybox cat"][i / 2 % 2],
+            ["root", "uid 65534"][i % 2],
+        );
+        let want = if i % 2 == 0 { &host_root } else { &host_nobody };
+        assert_eq!(
+            pair[0],
+            want.trim_end(),
+            "read {i} ({who}, {cat}): address fields inside vs host"
+        );
+        assert_eq!(
+            pair[1], want_start,
+            "read {i} ({who}, {cat}): starttime + 86400 s"
+        );
+    }
+}
+
+/// procfs generates `PID/stat` at each read from position 0, so a file kept open and read again
+/// shows the process's CPU time growing. Page-cached handles are refreshed after at most about
+/// a tick (fs/src/statpage.rs): a busy child's utime read through one fd every 150 ms grows
+/// inside as on the host (also when an earlier open left the line in the page cache).
+#[test]
+fn pid_stat_kept_open_shows_fresh_values() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["python3"],
+    };
+    let Some(env) = Env::new("pid_stat_kept_open_fresh", needs) else {
+        return;
+    };
+    const SCRIPT: &str = r#"
+import os, time
+pid = os.fork()
+if pid == 0:
+    t = time.monotonic()
+    while time.monotonic() - t < 1.5:
+        pass
+    os._exit(0)
+# A first open+read+close leaves the line in the inode's pages: the kept fd below then starts
+# from content the kernel already holds (no attribute request at its first read).
+time.sleep(0.05)
+with open(f"/proc/{pid}/stat", "rb") as f:
+    f.read()
+fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+vals = []
+for _ in range(5):
+    time.sleep(0.15)
+    line = os.pread(fd, 4096, 0)
+    vals.append(int(line.rsplit(b") ", 1)[1].split()[11]))
+os.waitpid(pid, 0)
+print(*vals)
+"#;
+    let check = |where_: &str, out: &str| {
+        let vals: Vec<u64> = out
+            .split_whitespace()
+            .map(|v| v.parse().expect("utime"))
+            .collect();
+        assert_eq!(vals.len(), 5, "{where_}: {out}");
+        assert!(
+            vals.windows(2).all(|w| w[0] <= w[1]) && vals[4] > vals[0],
+            "{where_}: utime of a busy child read again through one kept fd: {vals:?}"
+        );
+    };
+    check(
+        "host",
+        &sandbox::run(Command::new("python3").args(["-c", SCRIPT])).stdout,
+    );
+    let inside = env.run(&["--boottime", "86400"], &["python3", "-c", SCRIPT]);
+    assert!(inside.status.success(), "inside: {inside:?}");
+    check("inside --boottime 86400", &inside.stdout);
+}

@@ -1,0 +1,199 @@
+//! Page-cached `PID/stat`: one FUSE round trip (the OPEN) per open+read+close instead of two.
+//!
+//! A virtual `PID/stat` read with direct I/O costs an OPEN and a READ, each a round trip to the
+//! daemon (the RELEASE is queued, nobody waits for it). `ps -ef` does that for every process.
+//! Instead, when no other handle has the inode open, the OPEN renders the caller's content and
+//! leaves it in the inode's page cache (`notify_store`); the reader's read then never leaves
+//! the kernel. Per inode the daemon knows what the kernel holds ([`StatPage::held`]): most
+//! processes' lines do not change between two `ps`, and then the OPEN sends nothing at all.
+//!
+//! The rules that keep every reader's bytes its own and fresh:
+//! - Only one page-cached handle per inode, and only when it is the inode's only handle: the
+//!   pages hold exactly that handle's content. An open while another handle is open reads with
+//!   direct I/O, as before.
+//! - The kernel's i_size is the content's length. A notify_store only ever extends i_size, so
+//!   content that is not longer than what the kernel holds (or unknown) is not stored: the
+//!   inode's pages and attributes are dropped instead, and the reader asks for the size
+//!   (GETATTR) and the page (READ), both answered from the handle's content.
+//! - procfs generates the line at the read, not at the open. A page-cached handle still open
+//!   [`FRESH_FOR`] after its content was rendered has its attributes invalidated (by the
+//!   [`Refresher`] thread), so its next read asks GETATTR, which renders the line again and
+//!   replaces the pages if it changed. A file kept open and read again is at most that old.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::state::Sandbox;
+
+/// How old a page-cached `PID/stat` may get while its handle stays open: one clock tick, the
+/// unit of every time field of the line.
+pub const FRESH_FOR: Duration = Duration::from_millis(10);
+/// A GETATTR renders the line again once it is this old. The [`Refresher`] handles every
+/// entry due within this much in one wake-up (at most one per `REFRESH_AT`, not one per open).
+pub const REFRESH_AT: Duration = Duration::from_millis(5);
+
+/// What the kernel holds for one `PID/stat` inode, and who has it open.
+#[derive(Default)]
+pub struct StatPage {
+    /// The content the kernel's i_size and pages hold (pages may have been dropped since; then
+    /// a page read is answered from the reading handle's own content, which equals this). None
+    /// when unknown: never stored, or changed by a direct-I/O open (see `Overlay::allow_splice`).
+    pub held: Option<Vec<u8>>,
+    /// Open handles of the inode, page-cached or not.
+    pub open: u32,
+    /// The page-cached handle, while it is open, and the length of its content.
+    pub cached_fh: Option<u64>,
+    pub cached_len: u64,
+    /// Changes when the content of the page-cached handle changes without a store: the mtime
+    /// of attribute replies, which makes the kernel drop the inode's pages (AUTO_INVAL_DATA).
+    pub generation: u64,
+}
+
+impl StatPage {
+    /// The size attribute replies give: the page-cached handle's length while there is one
+    /// (its reads stop at i_size), else what the kernel holds; 0 (procfs's size) when unknown.
+    pub fn size(&self) -> u64 {
+        match (self.cached_fh, &self.held) {
+            (Some(_), _) => self.cached_len,
+            (None, Some(h)) => h.len() as u64,
+            (None, None) => 0,
+        }
+    }
+}
+
+/// The `PID/stat` inodes of one sandbox's overlay.
+#[derive(Default)]
+pub struct StatPages {
+    map: Mutex<HashMap<u64, StatPage>>,
+}
+
+impl StatPages {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, StatPage>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new handle of `ino`. True when it is the only one (it may read through the page
+    /// cache); otherwise what the kernel holds becomes unknown (the direct-I/O open that
+    /// follows changes i_size and drops the pages).
+    pub fn register(&self, ino: u64) -> bool {
+        let mut m = self.lock();
+        let p = m.entry(ino).or_default();
+        p.open += 1;
+        if p.open > 1 {
+            p.held = None;
+        }
+        p.open == 1
+    }
+
+    /// A handle of `ino` was released.
+    pub fn release(&self, ino: u64, fh: u64) {
+        let mut m = self.lock();
+        if let Some(p) = m.get_mut(&ino) {
+            p.open = p.open.saturating_sub(1);
+            if p.cached_fh == Some(fh) {
+                p.cached_fh = None;
+            }
+        }
+    }
+
+    /// The kernel forgot `ino`.
+    pub fn forget(&self, ino: u64) {
+        self.lock().remove(&ino);
+    }
+
+    /// Whether `fh` is still the page-cached handle of `ino`.
+    fn is_cached(&self, ino: u64, fh: u64) -> bool {
+        self.lock()
+            .get(&ino)
+            .is_some_and(|p| p.cached_fh == Some(fh))
+    }
+}
+
+struct Due {
+    at: Instant,
+    sb: Weak<Sandbox>,
+    ino: u64,
+    fh: u64,
+}
+
+/// Invalidates the attributes of page-cached `PID/stat` handles still open [`FRESH_FOR`] after
+/// their content was rendered, so their next read renders it again (one thread per daemon).
+#[derive(Default)]
+pub struct Refresher {
+    queue: Mutex<VecDeque<Due>>,
+    wake: Condvar,
+}
+
+impl Refresher {
+    /// Checks handle `fh` of `ino` in `sb` again in [`FRESH_FOR`].
+    pub fn later(&self, sb: &Arc<Sandbox>, ino: u64, fh: u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = q.is_empty();
+        // Every entry waits the same time: the queue is in deadline order.
+        q.push_back(Due {
+            at: Instant::now() + FRESH_FOR,
+            sb: Arc::downgrade(sb),
+            ino,
+            fh,
+        });
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The thread's loop: never returns.
+    pub fn run(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            let wait = match q.front() {
+                None => None,
+                Some(d) if d.at > now => Some(d.at - now),
+                Some(_) => {
+                    // Everything due before the next wake-up could come, at least REFRESH_AT old.
+                    let horizon = now + (FRESH_FOR - REFRESH_AT);
+                    let n = q.iter().take_while(|d| d.at <= horizon).count();
+                    let batch: Vec<Due> = q.drain(..n).collect();
+                    drop(q);
+                    for due in batch {
+                        if let Some(sb) = due.sb.upgrade() {
+                            refresh(&sb, due.ino, due.fh);
+                        }
+                    }
+                    q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+            };
+            q = match wait {
+                None => self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    self.wake
+                        .wait_timeout(q, t)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// Invalidates the attributes (only: no page is dropped, which could wait on a page read) of
+/// `ino` if `fh` is still its page-cached handle.
+fn refresh(sb: &Sandbox, ino: u64, fh: u64) {
+    if !sb.stat_pages.is_cached(ino, fh) {
+        return;
+    }
+    let notifier = sb
+        .notifier
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(n) = notifier {
+        if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::warn!(error = %e, "notify inval inode (PID/stat refresh)");
+            }
+        }
+    }
+}
