@@ -449,6 +449,32 @@ fn unprivileged_user_gets_the_kernels_answers() {
     }
 }
 
+/// A host `sleep 60` to read the `stat` of (a root-owned process with an address space), ended
+/// (by its pid, through the Child) and reaped when dropped, also when the test fails.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Root inside a sandbox reads another process's `stat` in full, as on the host: the daemon
 /// reads it with the caller's credentials, and root is permitted (the fields a non-permitted
 /// reader sees as 1 or 0 are real addresses).
@@ -461,23 +487,11 @@ fn root_reads_pid_stat_in_full() {
     let Some(env) = Env::new("root_reads_pid_stat_in_full", needs) else {
         return;
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let target = Kill(
-        Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep"),
-    );
+    let target = Sleeper::start();
     // start_code, end_code, start_stack; start_data .. env_end (proc(5) fields 26-28, 45-51).
     let fields = format!(
         "sed 's/.*) //' /proc/{}/stat | cut -d' ' -f24-26,43-49",
-        target.0.id()
+        target.pid()
     );
     let host = sandbox::run(Command::new("sh").args(["-c", &fields]));
     let unmasked = |out: &str| out.split_whitespace().any(|f| f != "0" && f != "1");
@@ -508,20 +522,8 @@ fn pid_stat_readers_taking_turns_each_get_their_own_view() {
     let Some(env) = Env::new("pid_stat_readers_taking_turns", needs) else {
         return;
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let target = Kill(
-        Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .expect("spawn sleep"),
-    );
-    let pid = target.0.id();
+    let target = Sleeper::start();
+    let pid = target.pid();
     // After "pid (comm) ": starttime is field 20; the address fields 24-26 and 43-49 are the
     // ones a reader without ptrace access sees as 1 or 0.
     let addrs =
