@@ -519,11 +519,11 @@ impl Overlay {
     }
 
     /// A GETATTR with the handle of a page-cached `PID/stat`: it comes from a read or fstat
-    /// after the attributes were invalidated (the handle stayed open about `FRESH_FOR`), so render the
-    /// line again, as procfs would at this read. If it changed, the reply's size and mtime make
-    /// the kernel drop the pages and read them again from this handle. (Nothing is stored from
-    /// here: another thread of the reader may be waiting in a page read of this inode, and a
-    /// store would wait for that page.)
+    /// after the attributes were invalidated (the handle stayed open about `FRESH_FOR`), so
+    /// render the line again, as procfs would at this read. If it changed, the reply's size and
+    /// mtime make the kernel drop the pages and read them again from this handle. (Nothing is
+    /// stored from here: another thread of the reader may be waiting in a page read of this
+    /// inode, and a store would wait for that page.)
     fn refresh_pid_stat(&self, req: &Request, ino: INodeNo, key: &Key, fh: u64) {
         let old = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
