@@ -287,6 +287,13 @@ fn errno_of(e: &io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// The part of `bytes` a read of `size` bytes at `offset` returns.
+fn window(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset).map_or(bytes.len(), |o| o.min(bytes.len()));
+    let end = start.saturating_add(size as usize).min(bytes.len());
+    &bytes[start..end]
+}
+
 fn parse_num(name: &OsStr) -> Option<u32> {
     let b = name.as_bytes();
     if b.is_empty()
@@ -354,27 +361,20 @@ impl Overlay {
         {
             return;
         }
-        self.notify("notify store", |n| n.store(ino, SPLICE_SIZE - 1, &[0]));
+        let _ = self.notify("notify store", |n| n.store(ino, SPLICE_SIZE - 1, &[0]));
     }
 
     /// Sends a notification on this sandbox's FUSE session; failures are logged. ENOENT (the
-    /// kernel has no such inode cached: nothing to update) is not a failure.
-    fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) {
-        let notifier = self.sb.notifier.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Err(e)) = notifier.as_ref().map(send) {
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                tracing::warn!(error = %e, "{what}");
-            }
-        }
-    }
-
-    /// [`Overlay::notify`] that says whether the notification reached the kernel.
-    fn notify_ok(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
+    /// kernel has no such inode cached: nothing to update) is not a failure worth logging.
+    /// Returns whether the notification reached the kernel.
+    fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
         let notifier = self.sb.notifier.lock().unwrap_or_else(|e| e.into_inner());
         match notifier.as_ref().map(send) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "{what}");
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::warn!(error = %e, "{what}");
+                }
                 false
             }
             None => false,
@@ -437,7 +437,7 @@ impl Overlay {
         }
         let (changed, ..) = self.publish_uptime(ns)?;
         if changed {
-            self.notify("notify inval inode", |n| n.inval_inode(ino, -1, 0));
+            let _ = self.notify("notify inval inode", |n| n.inval_inode(ino, -1, 0));
         }
         Ok(None)
     }
@@ -502,11 +502,11 @@ impl Overlay {
         let kept = match &page.held {
             Some(h) if *h == content => true,
             Some(h) if content.len() >= h.len() => {
-                self.notify_ok("notify store", |n| n.store(ino, 0, &content))
+                self.notify("notify store", |n| n.store(ino, 0, &content))
             }
             _ => false,
         };
-        if !kept && !self.notify_ok("notify inval inode", |n| n.inval_inode(ino, 0, -1)) {
+        if !kept && !self.notify("notify inval inode", |n| n.inval_inode(ino, 0, -1)) {
             page.held = None;
             return None;
         }
@@ -1546,18 +1546,13 @@ impl Filesystem for Overlay {
         };
         if let (true, Key::PidStat(_)) = (cached, &key) {
             // A page read of a page-cached `PID/stat`: its content, whose length i_size is.
-            let bytes = snapshot.unwrap_or_default();
-            let start = (offset as usize).min(bytes.len());
-            let end = start.saturating_add(size as usize).min(bytes.len());
-            return reply.data(&bytes[start..end]);
+            return reply.data(window(&snapshot.unwrap_or_default(), offset, size));
         }
         if let (true, Key::Uptime(ns)) = (cached, &key) {
             // A page read: the published content, which the size the kernel has matches.
             let m = self.uptime.lock().unwrap_or_else(|e| e.into_inner());
             let bytes = m.get(ns).map(|p| p.bytes.as_slice()).unwrap_or_default();
-            let start = (offset as usize).min(bytes.len());
-            let end = start.saturating_add(size as usize).min(bytes.len());
-            return reply.data(&bytes[start..end]);
+            return reply.data(window(bytes, offset, size));
         }
         let pos = if offset >= phantom {
             offset - phantom
@@ -1582,9 +1577,7 @@ impl Filesystem for Overlay {
         } else {
             snapshot.unwrap_or_default()
         };
-        let start = (pos as usize).min(content.len());
-        let end = start.saturating_add(size as usize).min(content.len());
-        reply.data(&content[start..end]);
+        reply.data(window(&content, pos, size));
     }
 
     fn write(
