@@ -1366,20 +1366,18 @@ impl Filesystem for Overlay {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        let forgotten = self.inodes.forget(ino.0, nlookup);
-        if let Some(Key::PidStat(_)) = forgotten {
-            self.sb.stat_pages.forget(ino.0);
-        }
-        match forgotten {
-            Some(Key::PidStat(_))
+        match self.inodes.forget(ino.0, nlookup) {
+            Some(Key::PidStat(_)) => {
+                self.sb.stat_pages.forget(ino.0);
                 if self
                     .stat_fds
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&ino.0)
-                    .is_some() =>
-            {
-                self.daemon.give_fd_budget(1);
+                    .is_some()
+                {
+                    self.daemon.give_fd_budget(1);
+                }
             }
             Some(Key::Uptime(ns)) => {
                 self.uptime
