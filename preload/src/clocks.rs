@@ -55,31 +55,20 @@ pub unsafe fn shift_reading(clock: clockid_t, tp: *mut timespec) {
     let Some(shift) = reading_shift(clock) else {
         return;
     };
-    let Some(offsets) = state::current_offsets() else {
+    let Some(off) = state::current_offset(matches!(shift, time::Shift::Boottime)) else {
         return;
     };
-    let off = shift.of(&offsets);
-    // Scalar loads, on purpose: both structs were just written with two 8-byte stores (by the
-    // vDSO and by the store reader), and the 16-byte vector load the compiler would merge these
-    // into cannot be store-forwarded: that stall alone cost ~10 ns per call.
-    // SAFETY: `off` is a local; the caller guarantees `tp` is a valid timespec (the real call
-    // just filled it).
-    let (off_sec, off_nsec, sec, nsec) = unsafe {
+    // Scalar loads, on purpose: the vDSO just wrote `*tp` with two 8-byte stores, and the
+    // 16-byte vector load the compiler would merge these into cannot be store-forwarded: that
+    // stall alone cost ~10 ns per call. (The offsets are atomics: scalar loads already.)
+    // SAFETY: the caller guarantees `tp` is a valid timespec (the real call just filled it).
+    let (sec, nsec) = unsafe {
         (
-            std::ptr::read_volatile(&off.sec),
-            std::ptr::read_volatile(&off.nsec),
             std::ptr::read_volatile(&(*tp).tv_sec),
             std::ptr::read_volatile(&(*tp).tv_nsec),
         )
     };
-    let (sec, nsec) = time::add_offset(
-        sec,
-        nsec,
-        timens::Timespec {
-            sec: off_sec,
-            nsec: off_nsec,
-        },
-    );
+    let (sec, nsec) = time::add_offset(sec, nsec, off);
     // SAFETY: as above.
     unsafe {
         (*tp).tv_sec = sec;
@@ -148,12 +137,41 @@ mod exports {
     #[no_mangle]
     pub unsafe extern "C" fn clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
         // SAFETY: libc's contract, forwarded.
-        unsafe { ns_clock_gettime(clock, tp) }
+        unsafe { dispatch(clock, tp) }
     }
 
     /// glibc's GLIBC_PRIVATE alias, called by name from some of its own libraries.
     #[no_mangle]
     pub unsafe extern "C" fn __clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
+        // SAFETY: libc's contract, forwarded.
+        unsafe { dispatch(clock, tp) }
+    }
+
+    /// A clock no namespace shifts (REALTIME, TAI, CPU clocks, invalid ids) goes straight to
+    /// libc's own function once init has looked it up: a test and a jump, so these reads cost
+    /// what they cost natively (errno and all). The rest take the shifting path.
+    ///
+    /// # Safety
+    /// As for libc's `clock_gettime`.
+    #[inline(always)]
+    unsafe fn dispatch(clock: clockid_t, tp: *mut timespec) -> c_int {
+        if reading_shift(clock).is_none() {
+            if let Some(f) = real::CLOCK_GETTIME.resolved() {
+                // SAFETY: libc's clock_gettime with the caller's arguments.
+                return unsafe { f(clock, tp) };
+            }
+        }
+        // SAFETY: libc's contract, forwarded.
+        unsafe { shifting(clock, tp) }
+    }
+
+    /// Out of line, so that `dispatch` needs no stack frame: the pass-through is then a
+    /// frameless jump, and this one a direct tail jump.
+    ///
+    /// # Safety
+    /// As for libc's `clock_gettime`.
+    #[inline(never)]
+    unsafe extern "C" fn shifting(clock: clockid_t, tp: *mut timespec) -> c_int {
         // SAFETY: libc's contract, forwarded.
         unsafe { ns_clock_gettime(clock, tp) }
     }

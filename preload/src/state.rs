@@ -12,10 +12,10 @@
 
 use std::ffi::{c_long, CStr};
 use std::path::Path;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use timens::store::{SlotRef, StoreReader};
-use timens::{Offsets, INIT_TIME_INUM};
+use timens::{Offsets, Timespec, INIT_TIME_INUM};
 
 use crate::parse;
 use crate::sys::{self, debug, Part::*};
@@ -298,16 +298,126 @@ pub fn in_sandbox() -> bool {
 }
 
 /// The offsets of the caller's current time namespace; `None` means zero offsets. Lock-free,
-/// allocation-free, async-signal-safe. The store is loaded first: TIME is valid once it is
-/// published.
+/// allocation-free, async-signal-safe: once the namespace's offsets are copied into
+/// [`COPIES`], two plain loads.
 #[inline(always)]
 pub fn current_offsets() -> Option<Offsets> {
+    // SAFETY: a non-NULL CURRENT points into COPIES (a static).
+    match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
+        Some(copy) => Some(copy.get()),
+        None => offsets_slow(),
+    }
+}
+
+/// One offset of the caller's current time namespace (`boottime`: the boottime one, else the
+/// monotonic one), as [`current_offsets`]: the clock path's read.
+#[inline(always)]
+pub fn current_offset(boottime: bool) -> Option<Timespec> {
+    // SAFETY: a non-NULL CURRENT points into COPIES (a static).
+    match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
+        Some(copy) => Some(copy.one(boottime)),
+        None => offsets_slow().map(|o| if boottime { o.boottime } else { o.monotonic }),
+    }
+}
+
+/// Outside a sandbox, in the initial namespace, or before the copy is made: from the store
+/// (opened here on first use; TIME is valid once it is published).
+#[cold]
+#[inline(never)]
+fn offsets_slow() -> Option<Offsets> {
     let store = store()?;
     let v = TIME.load(Ordering::Relaxed);
     if v == NO_SLOT {
         return None;
     }
-    store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets)
+    let offsets = store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets);
+    if let Some(o) = offsets {
+        publish_copy(v, o);
+    }
+    offsets
+}
+
+/// A copy of one namespace's offsets in this process's memory.
+struct OffsetsCopy {
+    mono_sec: AtomicI64,
+    mono_nsec: AtomicI64,
+    boot_sec: AtomicI64,
+    boot_nsec: AtomicI64,
+}
+
+impl OffsetsCopy {
+    const fn new() -> OffsetsCopy {
+        OffsetsCopy {
+            mono_sec: AtomicI64::new(0),
+            mono_nsec: AtomicI64::new(0),
+            boot_sec: AtomicI64::new(0),
+            boot_nsec: AtomicI64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self) -> Offsets {
+        Offsets {
+            monotonic: Timespec {
+                sec: self.mono_sec.load(Ordering::Relaxed),
+                nsec: self.mono_nsec.load(Ordering::Relaxed),
+            },
+            boottime: Timespec {
+                sec: self.boot_sec.load(Ordering::Relaxed),
+                nsec: self.boot_nsec.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn one(&self, boottime: bool) -> Timespec {
+        let (sec, nsec) = if boottime {
+            (&self.boot_sec, &self.boot_nsec)
+        } else {
+            (&self.mono_sec, &self.mono_nsec)
+        };
+        Timespec {
+            sec: sec.load(Ordering::Relaxed),
+            nsec: nsec.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set(&self, o: Offsets) {
+        self.mono_sec.store(o.monotonic.sec, Ordering::Relaxed);
+        self.mono_nsec.store(o.monotonic.nsec, Ordering::Relaxed);
+        self.boot_sec.store(o.boottime.sec, Ordering::Relaxed);
+        self.boot_nsec.store(o.boottime.nsec, Ordering::Relaxed);
+    }
+}
+
+/// The clock path's copies of the current namespace's offsets. A namespace's offsets are
+/// frozen from its first member's entry on (C1), and this process is a member of the one TIME
+/// names, so a copy made after TIME was set never goes stale: the clock path reads it without
+/// the store's seqlock, its bounds and liveness checks, or the loads that lead to the slot.
+/// CURRENT is NULL until the first read after TIME changes makes a copy. A change writes the
+/// next of four copies and then publishes it, so a reader never sees one half written (only
+/// four changes inside one read, by signal handlers, could reach the copy it is reading).
+static COPIES: [OffsetsCopy; 4] = [
+    OffsetsCopy::new(),
+    OffsetsCopy::new(),
+    OffsetsCopy::new(),
+    OffsetsCopy::new(),
+];
+static CURRENT: AtomicPtr<OffsetsCopy> = AtomicPtr::new(std::ptr::null_mut());
+static NEXT_COPY: AtomicUsize = AtomicUsize::new(0);
+
+/// Publishes `offsets` as the copy for TIME value `v`, unless TIME moved on meanwhile.
+fn publish_copy(v: u64, offsets: Offsets) {
+    let i = NEXT_COPY.fetch_add(1, Ordering::Relaxed) % COPIES.len();
+    let copy = &COPIES[i];
+    copy.set(offsets);
+    CURRENT.store(std::ptr::from_ref(copy).cast_mut(), Ordering::SeqCst);
+    if TIME.load(Ordering::SeqCst) != v {
+        // `set_time` ran in between (a signal handler's setns): drop the copy; the next read
+        // makes the right one. (If it ran wholly before this load, its second drop came after
+        // the store above.)
+        CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
+    }
 }
 
 pub fn time_slot() -> u64 {
@@ -343,7 +453,11 @@ pub fn tfc_slot() -> u64 {
 /// would copy it in every forked child).
 pub fn set_time(v: u64) {
     if TIME.load(Ordering::Relaxed) != v {
-        TIME.store(v, Ordering::Relaxed);
+        // The copy belongs to the old namespace: dropped before TIME changes, and again after,
+        // in case a `publish_copy` that read the old TIME slipped in between.
+        CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
+        TIME.store(v, Ordering::SeqCst);
+        CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
     }
 }
 

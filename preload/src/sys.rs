@@ -127,6 +127,22 @@ impl<F: Copy> Real<F> {
         p
     }
 
+    /// The real function if an earlier call already looked it up; never calls dlsym (for the
+    /// clock path, where only a load and a jump are affordable).
+    #[inline(always)]
+    pub fn resolved(&self) -> Option<F> {
+        if size_of::<F>() != size_of::<*mut c_void>() {
+            return None;
+        }
+        let p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() || p == NOT_FOUND {
+            return None;
+        }
+        // SAFETY: as in `get`: `p` is dlsym's address of the libc function whose prototype is
+        // exactly `F`.
+        Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+    }
+
     /// The real function (looked up on first use), or None if libc lacks it.
     #[inline(always)]
     pub fn get(&self) -> Option<F> {
