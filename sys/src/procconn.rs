@@ -2,7 +2,8 @@
 //! `CN_IDX_PROC`) on which the kernel reports every fork, exec and exit, in order.
 //!
 //! Root only (`CAP_NET_ADMIN`), and only from the initial user and pid namespaces: elsewhere the
-//! kernel silently ignores the subscription. Pids are as the kernel reports them, in the initial
+//! kernel silently ignores the subscription (newer kernels, 6.18 here, refuse the bind with
+//! EPERM instead). Pids are as the kernel reports them, in the initial
 //! pid namespace. Under load the kernel drops events and the next read fails with ENOBUFS; that
 //! is reported as [`ProcEvent::Overrun`], after which the caller must resynchronise from /proc.
 //!

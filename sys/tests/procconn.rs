@@ -120,14 +120,24 @@ fn recv_times_out_and_drain_does_not_block() {
 /// Set in a child re-run of this binary that must find `open` refused.
 const OUTSIDE_ENV: &str = "TIMENS_SYS_PROCCONN_OUTSIDE";
 
-/// Outside the initial user namespace the kernel ignores the subscription without a word;
-/// `open` must say so instead of returning a connector that never reports anything.
+/// Outside the initial user namespace the kernel ignores the subscription without a word (or,
+/// on newer kernels, refuses the bind); `open` must fail either way instead of returning a
+/// connector that never reports anything.
 #[test]
 fn open_fails_outside_the_initial_namespaces() {
     let test = "open_fails_outside_the_initial_namespaces";
     if std::env::var_os(OUTSIDE_ENV).is_some() {
         let e = ProcConnector::open().expect_err("open in a child user namespace");
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        // Older kernels accept the bind and ignore the subscription (open's own check then
+        // times out); newer ones (seen on 6.18) refuse the bind with EPERM. Either way open
+        // fails, which is what matters.
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::PermissionDenied
+            ),
+            "{e}"
+        );
         return;
     }
     if open_or_skip(test).is_none() {
