@@ -138,28 +138,19 @@ impl<F: Copy> Real<F> {
         if p.is_null() || p == NOT_FOUND {
             return None;
         }
-        // SAFETY: as in `get`: `p` is dlsym's address of the libc function whose prototype is
-        // exactly `F`.
+        // SAFETY: every `Real<F>` in this crate names a libc function whose C prototype is
+        // exactly `F` (an `unsafe extern fn` pointer type, same size as a data pointer on
+        // x86_64, checked above), and `p` is that function's address as dlsym returned it.
         Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
     }
 
     /// The real function (looked up on first use), or None if libc lacks it.
     #[inline(always)]
     pub fn get(&self) -> Option<F> {
-        if size_of::<F>() != size_of::<*mut c_void>() {
-            return None;
+        if self.ptr.load(Ordering::Acquire).is_null() {
+            self.resolve();
         }
-        let mut p = self.ptr.load(Ordering::Acquire);
-        if p.is_null() {
-            p = self.resolve();
-        }
-        if p == NOT_FOUND {
-            return None;
-        }
-        // SAFETY: every `Real<F>` in this crate names a libc function whose C prototype is
-        // exactly `F` (an `unsafe extern fn` pointer type, same size as a data pointer on
-        // x86_64, checked above), and `p` is that function's address as dlsym returned it.
-        Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+        self.resolved()
     }
 }
 
