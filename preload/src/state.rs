@@ -12,9 +12,9 @@
 
 use std::ffi::{c_long, CStr};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use timens::store::{SlotRef, StoreReader};
+use timens::store::{AtomicOffsets, SlotRef, StoreReader};
 use timens::{Offsets, Timespec, INIT_TIME_INUM};
 
 use crate::parse;
@@ -304,7 +304,7 @@ pub fn in_sandbox() -> bool {
 pub fn current_offsets() -> Option<Offsets> {
     // SAFETY: a non-NULL CURRENT points into COPIES (a static).
     match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
-        Some(copy) => Some(copy.get()),
+        Some(copy) => Some(copy.load()),
         None => offsets_slow(),
     }
 }
@@ -315,7 +315,7 @@ pub fn current_offsets() -> Option<Offsets> {
 pub fn current_offset(boottime: bool) -> Option<Timespec> {
     // SAFETY: a non-NULL CURRENT points into COPIES (a static).
     match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
-        Some(copy) => Some(copy.one(boottime)),
+        Some(copy) => Some(copy.load_one(boottime)),
         None => offsets_slow().map(|o| if boottime { o.boottime } else { o.monotonic }),
     }
 }
@@ -337,59 +337,6 @@ fn offsets_slow() -> Option<Offsets> {
     offsets
 }
 
-/// A copy of one namespace's offsets in this process's memory.
-struct OffsetsCopy {
-    mono_sec: AtomicI64,
-    mono_nsec: AtomicI64,
-    boot_sec: AtomicI64,
-    boot_nsec: AtomicI64,
-}
-
-impl OffsetsCopy {
-    const fn new() -> OffsetsCopy {
-        OffsetsCopy {
-            mono_sec: AtomicI64::new(0),
-            mono_nsec: AtomicI64::new(0),
-            boot_sec: AtomicI64::new(0),
-            boot_nsec: AtomicI64::new(0),
-        }
-    }
-
-    #[inline(always)]
-    fn get(&self) -> Offsets {
-        Offsets {
-            monotonic: Timespec {
-                sec: self.mono_sec.load(Ordering::Relaxed),
-                nsec: self.mono_nsec.load(Ordering::Relaxed),
-            },
-            boottime: Timespec {
-                sec: self.boot_sec.load(Ordering::Relaxed),
-                nsec: self.boot_nsec.load(Ordering::Relaxed),
-            },
-        }
-    }
-
-    #[inline(always)]
-    fn one(&self, boottime: bool) -> Timespec {
-        let (sec, nsec) = if boottime {
-            (&self.boot_sec, &self.boot_nsec)
-        } else {
-            (&self.mono_sec, &self.mono_nsec)
-        };
-        Timespec {
-            sec: sec.load(Ordering::Relaxed),
-            nsec: nsec.load(Ordering::Relaxed),
-        }
-    }
-
-    fn set(&self, o: Offsets) {
-        self.mono_sec.store(o.monotonic.sec, Ordering::Relaxed);
-        self.mono_nsec.store(o.monotonic.nsec, Ordering::Relaxed);
-        self.boot_sec.store(o.boottime.sec, Ordering::Relaxed);
-        self.boot_nsec.store(o.boottime.nsec, Ordering::Relaxed);
-    }
-}
-
 /// The clock path's copies of the current namespace's offsets. A namespace's offsets are
 /// frozen from its first member's entry on (C1), and this process is a member of the one TIME
 /// names, so a copy made after TIME was set never goes stale: the clock path reads it without
@@ -397,20 +344,20 @@ impl OffsetsCopy {
 /// CURRENT is NULL until the first read after TIME changes makes a copy. A change writes the
 /// next of four copies and then publishes it, so a reader never sees one half written (only
 /// four changes inside one read, by signal handlers, could reach the copy it is reading).
-static COPIES: [OffsetsCopy; 4] = [
-    OffsetsCopy::new(),
-    OffsetsCopy::new(),
-    OffsetsCopy::new(),
-    OffsetsCopy::new(),
+static COPIES: [AtomicOffsets; 4] = [
+    AtomicOffsets::new(),
+    AtomicOffsets::new(),
+    AtomicOffsets::new(),
+    AtomicOffsets::new(),
 ];
-static CURRENT: AtomicPtr<OffsetsCopy> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT: AtomicPtr<AtomicOffsets> = AtomicPtr::new(std::ptr::null_mut());
 static NEXT_COPY: AtomicUsize = AtomicUsize::new(0);
 
 /// Publishes `offsets` as the copy for TIME value `v`, unless TIME moved on meanwhile.
 fn publish_copy(v: u64, offsets: Offsets) {
     let i = NEXT_COPY.fetch_add(1, Ordering::Relaxed) % COPIES.len();
     let copy = &COPIES[i];
-    copy.set(offsets);
+    copy.store(offsets);
     CURRENT.store(std::ptr::from_ref(copy).cast_mut(), Ordering::SeqCst);
     if TIME.load(Ordering::SeqCst) != v {
         // `set_time` ran in between (a signal handler's setns): drop the copy; the next read

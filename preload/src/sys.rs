@@ -110,7 +110,7 @@ impl<F: Copy> Real<F> {
     /// answer.
     #[cold]
     #[inline(never)]
-    fn resolve(&self) -> *mut c_void {
+    fn resolve(&self) {
         let mut p = std::ptr::null_mut();
         if let Some(v) = self.version {
             // SAFETY: dlvsym with RTLD_NEXT and NUL-terminated strings; NULL if not found.
@@ -124,7 +124,6 @@ impl<F: Copy> Real<F> {
             p = NOT_FOUND;
         }
         self.ptr.store(p, Ordering::Release);
-        p
     }
 
     /// The real function if an earlier call already looked it up; never calls dlsym (for the

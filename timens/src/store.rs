@@ -76,12 +76,71 @@ struct Slot {
     inum: AtomicU32,
     /// `FLAG_IN_USE | FLAG_FROZEN`.
     flags: AtomicU32,
+    offsets: AtomicOffsets,
+    /// Room for future clocks.
+    _reserved: [AtomicU64; 2],
+}
+
+/// A namespace's two offsets as four atomics, in the order the file format gives them
+/// (monotonic seconds and nanoseconds, then boottime): the store's slots hold one, and so does
+/// the clock library's per-process copy of its current namespace's offsets. Single loads and
+/// stores are `Relaxed`; whoever needs a consistent pair brings its own ordering (the slot's
+/// seqlock, the library's publishing pointer).
+#[repr(C)]
+pub struct AtomicOffsets {
     mono_sec: AtomicI64,
     mono_nsec: AtomicI64,
     boot_sec: AtomicI64,
     boot_nsec: AtomicI64,
-    /// Room for future clocks.
-    _reserved: [AtomicU64; 2],
+}
+
+impl AtomicOffsets {
+    pub const fn new() -> AtomicOffsets {
+        AtomicOffsets {
+            mono_sec: AtomicI64::new(0),
+            mono_nsec: AtomicI64::new(0),
+            boot_sec: AtomicI64::new(0),
+            boot_nsec: AtomicI64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub fn load(&self) -> Offsets {
+        Offsets {
+            monotonic: self.load_one(false),
+            boottime: self.load_one(true),
+        }
+    }
+
+    /// One clock's offset: the boottime one if `boottime`, else the monotonic one.
+    #[inline(always)]
+    pub fn load_one(&self, boottime: bool) -> Timespec {
+        let (sec, nsec) = if boottime {
+            (&self.boot_sec, &self.boot_nsec)
+        } else {
+            (&self.mono_sec, &self.mono_nsec)
+        };
+        Timespec {
+            sec: sec.load(Ordering::Relaxed),
+            nsec: nsec.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn store(&self, offsets: Offsets) {
+        self.mono_sec
+            .store(offsets.monotonic.sec, Ordering::Relaxed);
+        self.mono_nsec
+            .store(offsets.monotonic.nsec, Ordering::Relaxed);
+        self.boot_sec.store(offsets.boottime.sec, Ordering::Relaxed);
+        self.boot_nsec
+            .store(offsets.boottime.nsec, Ordering::Relaxed);
+    }
+}
+
+impl Default for AtomicOffsets {
+    fn default() -> AtomicOffsets {
+        AtomicOffsets::new()
+    }
 }
 
 /// One namespace's cold data, read and written by the daemon only, under its writer mutex.
@@ -114,10 +173,10 @@ const _: () = {
     assert!(offset_of!(Slot, generation) == 4);
     assert!(offset_of!(Slot, inum) == 8);
     assert!(offset_of!(Slot, flags) == 12);
-    assert!(offset_of!(Slot, mono_sec) == 16);
-    assert!(offset_of!(Slot, mono_nsec) == 24);
-    assert!(offset_of!(Slot, boot_sec) == 32);
-    assert!(offset_of!(Slot, boot_nsec) == 40);
+    assert!(offset_of!(Slot, offsets) + offset_of!(AtomicOffsets, mono_sec) == 16);
+    assert!(offset_of!(Slot, offsets) + offset_of!(AtomicOffsets, mono_nsec) == 24);
+    assert!(offset_of!(Slot, offsets) + offset_of!(AtomicOffsets, boot_sec) == 32);
+    assert!(offset_of!(Slot, offsets) + offset_of!(AtomicOffsets, boot_nsec) == 40);
     assert!(offset_of!(Slot, _reserved) == 48);
     // Same layout as the plain integers the file format describes.
     assert!(size_of::<AtomicU32>() == 4 && align_of::<AtomicU32>() == 4);
@@ -327,16 +386,7 @@ impl Slot {
             generation: self.generation.load(Ordering::Relaxed),
             inum: self.inum.load(Ordering::Relaxed),
             flags: self.flags.load(Ordering::Relaxed),
-            offsets: Offsets {
-                monotonic: Timespec {
-                    sec: self.mono_sec.load(Ordering::Relaxed),
-                    nsec: self.mono_nsec.load(Ordering::Relaxed),
-                },
-                boottime: Timespec {
-                    sec: self.boot_sec.load(Ordering::Relaxed),
-                    nsec: self.boot_nsec.load(Ordering::Relaxed),
-                },
-            },
+            offsets: self.offsets.load(),
         }
     }
 
@@ -373,13 +423,7 @@ impl Slot {
     }
 
     fn store_offsets(&self, offsets: Offsets) {
-        self.mono_sec
-            .store(offsets.monotonic.sec, Ordering::Relaxed);
-        self.mono_nsec
-            .store(offsets.monotonic.nsec, Ordering::Relaxed);
-        self.boot_sec.store(offsets.boottime.sec, Ordering::Relaxed);
-        self.boot_nsec
-            .store(offsets.boottime.nsec, Ordering::Relaxed);
+        self.offsets.store(offsets);
     }
 }
 
