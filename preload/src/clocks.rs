@@ -52,12 +52,45 @@ pub unsafe fn host_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
 /// `tp` points to a timespec the caller may write.
 #[inline(always)]
 pub unsafe fn shift_reading(clock: clockid_t, tp: *mut timespec) {
-    let Some(shift) = reading_shift(clock) else {
-        return;
+    if let Some(shift) = reading_shift(clock) {
+        // SAFETY: forwarded contract.
+        unsafe { add_current_offset(matches!(shift, time::Shift::Boottime), tp) };
+    }
+}
+
+/// Adds the caller's namespace offset (the boottime one if `boottime`, else the monotonic one)
+/// to the reading in `tp`.
+///
+/// # Safety
+/// `tp` points to a timespec the caller may write.
+#[inline(always)]
+unsafe fn add_current_offset(boottime: bool, tp: *mut timespec) {
+    let Some(off) = state::current_offset_copy(boottime) else {
+        // SAFETY: forwarded contract.
+        return unsafe { add_offset_slow(boottime, tp) };
     };
-    let Some(off) = state::current_offset(matches!(shift, time::Shift::Boottime)) else {
-        return;
-    };
+    // SAFETY: forwarded contract.
+    unsafe { add_to_reading(off, tp) };
+}
+
+/// [`add_current_offset`] before this process's copy of its offsets is made (or outside a
+/// sandbox, where there is none): from the store.
+///
+/// # Safety
+/// `tp` points to a timespec the caller may write.
+#[cold]
+#[inline(never)]
+unsafe fn add_offset_slow(boottime: bool, tp: *mut timespec) {
+    if let Some(off) = state::current_offset(boottime) {
+        // SAFETY: forwarded contract.
+        unsafe { add_to_reading(off, tp) };
+    }
+}
+
+/// # Safety
+/// `tp` points to a timespec the caller may write.
+#[inline(always)]
+unsafe fn add_to_reading(off: timens::Timespec, tp: *mut timespec) {
     // Scalar loads, on purpose: the vDSO just wrote `*tp` with two 8-byte stores, and the
     // 16-byte vector load the compiler would merge these into cannot be store-forwarded: that
     // stall alone cost ~10 ns per call. (The offsets are atomics: scalar loads already.)
@@ -170,10 +203,49 @@ mod exports {
     ///
     /// # Safety
     /// As for libc's `clock_gettime`.
+    ///
+    /// With the vDSO found (always, on Linux x86-64 and arm64), the shift's class is taken
+    /// before the call and nothing but the offset's add follows it: the vDSO's ordered counter
+    /// read waits for every instruction of the previous call's tail, so each one there costs.
     #[inline(never)]
     unsafe extern "C" fn shifting(clock: clockid_t, tp: *mut timespec) -> c_int {
+        let Some(vdso) = crate::vdso::clock_gettime() else {
+            // SAFETY: libc's contract, forwarded.
+            return unsafe { without_vdso(clock, tp) };
+        };
+        let shift = reading_shift(clock);
+        // SAFETY: the vDSO function with the caller's arguments, as libc would call it.
+        let r = unsafe { vdso(clock, tp) };
+        if r != 0 {
+            return vdso_failed(r);
+        }
+        if let Some(shift) = shift {
+            // SAFETY: the vDSO succeeded, so `tp` is a valid timespec it just wrote.
+            unsafe { add_current_offset(matches!(shift, time::Shift::Boottime), tp) };
+        }
+        0
+    }
+
+    /// No vDSO: libc's function, else the system call, then the shift.
+    ///
+    /// # Safety
+    /// As for libc's `clock_gettime`.
+    #[cold]
+    #[inline(never)]
+    unsafe extern "C" fn without_vdso(clock: clockid_t, tp: *mut timespec) -> c_int {
         // SAFETY: libc's contract, forwarded.
         unsafe { ns_clock_gettime(clock, tp) }
+    }
+
+    /// The vDSO's failure (a negative errno from its system-call fallback), as libc reports it.
+    #[cold]
+    #[inline(never)]
+    fn vdso_failed(r: c_int) -> c_int {
+        if r < 0 {
+            sys::set_errno(-r);
+            return -1;
+        }
+        r
     }
 
     #[no_mangle]

@@ -320,6 +320,13 @@ pub fn current_offset(boottime: bool) -> Option<Timespec> {
     }
 }
 
+/// One offset from this process's copy, if it is made: the clock path's first try.
+#[inline(always)]
+pub fn current_offset_copy(boottime: bool) -> Option<Timespec> {
+    // SAFETY: a non-NULL CURRENT points into COPIES (a static).
+    unsafe { CURRENT.load(Ordering::Acquire).as_ref() }.map(|copy| copy.load_one(boottime))
+}
+
 /// Outside a sandbox, in the initial namespace, or before the copy is made: from the store
 /// (opened here on first use; TIME is valid once it is published).
 #[cold]
