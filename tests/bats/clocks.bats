@@ -75,6 +75,23 @@ clock_inside() {
 	between 0.199 "${lines[1]}" 100
 }
 
+@test "clocks: Rust Condvar::wait_timeout(0.2 s) with a +10 day monotonic offset lasts 0.2 s" {
+	requires sandbox preload
+	# std waits with FUTEX_WAIT_BITSET until an absolute CLOCK_MONOTONIC deadline, through
+	# libc's syscall(): the library must translate it (an untranslated one waits 10 days).
+	local prog=$TARGET_DIR/debug/condvar-wait before after
+	[ -x "$prog" ] || skip "condvar-wait not built: $prog (cargo build --workspace)"
+	before=$(py_clock monotonic)
+	run --separate-stderr timeout 10 "$TIMENS" run --state-dir "$STATE" --monotonic 864000 -- \
+		"$prog" 200
+	after=$(py_clock monotonic)
+	[ "$status" -eq 0 ] || fail "status $status (124: the wait hung); stderr: $stderr"
+	# The library is in effect, the wait timed out, and it lasted 0.2 s of real time.
+	between "$(add "$before" 863999)" "${lines[0]}" "$(add "$after" 864001)"
+	assert_eq "${lines[1]}" "timed_out=true"
+	between 0.199 "${lines[2]}" 100
+}
+
 @test "clocks: the library reaches a program started with an empty environment (env -i)" {
 	requires sandbox preload tool:python3
 	local py before after got
@@ -145,6 +162,21 @@ clock_inside() {
 	[ "${lines[1]}" != "${lines[0]}" ] || fail "unshare -T child is still in ${lines[0]}"
 	[ "${lines[1]}" != "time:[$INIT_TIME_INUM]" ]
 	assert_eq "${lines[2]}" "${lines[0]}" "the sandbox's own link after the child"
+}
+
+@test "unshare -T inside a sandbox: uptime -p of a child 300000000 s ahead prints what it prints on the kernel" {
+	requires sandbox preload timens_kernel tool:uptime
+	# "up 9 years, …": minute resolution, so the two readings may straddle a minute; a second
+	# pair taken at once must then agree.
+	local cmd='unshare --time --fork --boottime 300000000 uptime -p' kernel got i
+	for i in 1 2; do
+		kernel=$(sh -c "$cmd")
+		run --separate-stderr trun --boottime 86400 -- sh -c "$cmd"
+		[ "$status" -eq 0 ] || fail "status $status: $stderr"
+		[ "$output" = "$kernel" ] && break
+	done
+	[[ $kernel == "up 9 years, "* ]] || fail "the kernel printed: $kernel"
+	assert_eq "$output" "$kernel"
 }
 
 @test "unshare -T inside a sandbox: the child's CLOCK_MONOTONIC is host + 1000 (absolute)" {
