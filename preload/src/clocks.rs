@@ -24,11 +24,10 @@ pub unsafe fn host_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
     if let Some(vdso) = crate::vdso::clock_gettime() {
         // SAFETY: the vDSO function with the caller's arguments, as libc would call it.
         let r = unsafe { vdso(clock, tp) };
-        if r < 0 {
-            sys::set_errno(-r);
-            return -1;
+        if r != 0 {
+            return vdso_failed(r);
         }
-        return r;
+        return 0;
     }
     if state::ready() {
         if let Some(f) = real::CLOCK_GETTIME.get() {
@@ -44,6 +43,17 @@ pub unsafe fn host_clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int {
         )
     };
     sys::to_libc_int(r)
+}
+
+/// The vDSO's failure (a negative errno from its system-call fallback), as libc reports it.
+#[cold]
+#[inline(never)]
+fn vdso_failed(r: c_int) -> c_int {
+    if r < 0 {
+        sys::set_errno(-r);
+        return -1;
+    }
+    r
 }
 
 /// Adds the caller's namespace offset to a successful reading of `clock` in `tp`.
@@ -235,17 +245,6 @@ mod exports {
     unsafe extern "C" fn without_vdso(clock: clockid_t, tp: *mut timespec) -> c_int {
         // SAFETY: libc's contract, forwarded.
         unsafe { ns_clock_gettime(clock, tp) }
-    }
-
-    /// The vDSO's failure (a negative errno from its system-call fallback), as libc reports it.
-    #[cold]
-    #[inline(never)]
-    fn vdso_failed(r: c_int) -> c_int {
-        if r < 0 {
-            sys::set_errno(-r);
-            return -1;
-        }
-        r
     }
 
     #[no_mangle]

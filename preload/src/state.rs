@@ -313,11 +313,8 @@ pub fn current_offsets() -> Option<Offsets> {
 /// monotonic one), as [`current_offsets`]: the clock path's read.
 #[inline(always)]
 pub fn current_offset(boottime: bool) -> Option<Timespec> {
-    // SAFETY: a non-NULL CURRENT points into COPIES (a static).
-    match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
-        Some(copy) => Some(copy.load_one(boottime)),
-        None => offsets_slow().map(|o| if boottime { o.boottime } else { o.monotonic }),
-    }
+    current_offset_copy(boottime)
+        .or_else(|| offsets_slow().map(|o| if boottime { o.boottime } else { o.monotonic }))
 }
 
 /// One offset from this process's copy, if it is made: the clock path's first try.
