@@ -91,7 +91,8 @@ unsafe fn add_current_offset(boottime: bool, tp: *mut timespec) {
 #[cold]
 #[inline(never)]
 unsafe fn add_offset_slow(boottime: bool, tp: *mut timespec) {
-    if let Some(off) = state::current_offset(boottime) {
+    if let Some(o) = state::current_offsets() {
+        let off = if boottime { o.boottime } else { o.monotonic };
         // SAFETY: forwarded contract.
         unsafe { add_to_reading(off, tp) };
     }

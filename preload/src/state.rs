@@ -302,26 +302,24 @@ pub fn in_sandbox() -> bool {
 /// [`COPIES`], two plain loads.
 #[inline(always)]
 pub fn current_offsets() -> Option<Offsets> {
-    // SAFETY: a non-NULL CURRENT points into COPIES (a static).
-    match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
+    match current_copy() {
         Some(copy) => Some(copy.load()),
         None => offsets_slow(),
     }
 }
 
-/// One offset of the caller's current time namespace (`boottime`: the boottime one, else the
-/// monotonic one), as [`current_offsets`]: the clock path's read.
-#[inline(always)]
-pub fn current_offset(boottime: bool) -> Option<Timespec> {
-    current_offset_copy(boottime)
-        .or_else(|| offsets_slow().map(|o| if boottime { o.boottime } else { o.monotonic }))
-}
-
-/// One offset from this process's copy, if it is made: the clock path's first try.
+/// One offset (`boottime`: the boottime one, else the monotonic one) from this process's copy,
+/// if it is made: the clock path's first try (else [`current_offsets`]).
 #[inline(always)]
 pub fn current_offset_copy(boottime: bool) -> Option<Timespec> {
+    current_copy().map(|copy| copy.load_one(boottime))
+}
+
+/// This process's copy of its current namespace's offsets, if it is made.
+#[inline(always)]
+fn current_copy() -> Option<&'static AtomicOffsets> {
     // SAFETY: a non-NULL CURRENT points into COPIES (a static).
-    unsafe { CURRENT.load(Ordering::Acquire).as_ref() }.map(|copy| copy.load_one(boottime))
+    unsafe { CURRENT.load(Ordering::Acquire).as_ref() }
 }
 
 /// Outside a sandbox, in the initial namespace, or before the copy is made: from the store
