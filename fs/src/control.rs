@@ -335,6 +335,13 @@ fn create_sandbox(
             })?,
     };
     let fd_as_link = sb_label_is_oci(&label);
+    let threads: u32 = std::env::var("TIMENSFS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2);
+    // A second descriptor of the connection: parked session threads watch it for its end.
+    let dev = fuse_fd.try_clone().ok();
     let sb = Arc::new(Sandbox {
         id: daemon.next_sandbox_id(),
         ns: slot,
@@ -354,6 +361,7 @@ fn create_sandbox(
         mixed_lock: Default::default(),
         kernel_stat_dirs: Default::default(),
         stat_pages: Default::default(),
+        readers: crate::readers::Readers::new(threads, dev),
     });
     daemon.sandboxes.insert(sb.id, sb.clone());
     if for_children && attached.is_none() {
@@ -388,12 +396,7 @@ fn create_sandbox(
     let overlay = Overlay::new(daemon.clone(), sb.clone());
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(
-        std::env::var("TIMENSFS_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2),
-    );
+    config.n_threads = Some(threads as usize);
     config.clone_fd = true;
     let session = match fuser::Session::from_fd(overlay, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,

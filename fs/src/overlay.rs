@@ -361,6 +361,8 @@ impl Overlay {
         {
             return;
         }
+        // The store locks its page: a page read of it in progress needs another reader.
+        let _rescue = self.sb.readers.rescue();
         let _ = self.notify("notify store", |n| n.store(ino, SPLICE_SIZE - 1, &[0]));
     }
 
@@ -368,7 +370,14 @@ impl Overlay {
     /// kernel has no such inode cached: nothing to update) is not a failure worth logging.
     /// Returns whether the notification reached the kernel.
     fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
-        let notifier = self.sb.notifier.lock().unwrap_or_else(|e| e.into_inner());
+        // A clone: the lock is not held while the notification waits (other threads' can wait
+        // on requests that this thread may be the one to answer).
+        let notifier = self
+            .sb
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match notifier.as_ref().map(send) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -593,6 +602,14 @@ impl Overlay {
             blksize: 1024,
             flags: 0,
         }
+    }
+
+    /// Handles the process events queued now (see `Daemon::sync_events`). Their handler holds
+    /// the events lock while it makes the kernel forget an exited process's entry, which waits
+    /// for lookups in progress: another thread must be free to answer them.
+    fn sync_events(&self) {
+        let _rescue = self.sb.readers.rescue();
+        self.daemon.sync_events();
     }
 
     /// The caller's namespaces (per request: setns changes them within one pid).
@@ -826,7 +843,7 @@ impl Overlay {
                     return Ok((Key::CallerNs(fc, inum), TTL_STATIC));
                 }
                 // An exec that just happened must be reflected (B4).
-                self.daemon.sync_events();
+                self.sync_events();
                 let ns = self.caller_ns(req);
                 let inum = if fc { ns.tfc.inum() } else { ns.time.inum() };
                 Ok((Key::CallerNs(fc, inum), TTL_NONE))
@@ -932,7 +949,7 @@ impl Overlay {
             "time" | "time_for_children" => {
                 // An exec or fork that just happened must be reflected (the clock library of a
                 // freshly exec'd program asks this first).
-                self.daemon.sync_events();
+                self.sync_events();
                 // G4: reading the link needs ptrace read access; let procfs judge the caller on a
                 // sibling link (the kernel's own time links exist only with CONFIG_TIME_NS).
                 let probe = ["time", "net", "mnt"]
@@ -1297,7 +1314,7 @@ impl Overlay {
         cap: bool,
     ) -> Result<usize, i32> {
         // Membership first: a child forked just before this write has entered the namespace.
-        self.daemon.sync_events();
+        self.sync_events();
         let tfc = self.daemon.other_task_ns(&self.sb, pid).tfc;
         let alive = matches!(pio::stat_start_and_state(self.procfs(), &pid.to_string()),
             Ok((s, st)) if s == start && st != b'Z' && st != b'X');
@@ -1337,6 +1354,7 @@ impl Filesystem for Overlay {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _busy = self.sb.readers.enter();
         let Some(pkey) = self.inodes.get(parent.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1366,6 +1384,7 @@ impl Filesystem for Overlay {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _busy = self.sb.readers.enter();
         match self.inodes.forget(ino.0, nlookup) {
             Some(Key::PidStat(_)) => {
                 self.sb.stat_pages.forget(ino.0);
@@ -1397,6 +1416,7 @@ impl Filesystem for Overlay {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1443,6 +1463,7 @@ impl Filesystem for Overlay {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1462,6 +1483,7 @@ impl Filesystem for Overlay {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1472,6 +1494,7 @@ impl Filesystem for Overlay {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1527,6 +1550,7 @@ impl Filesystem for Overlay {
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _busy = self.sb.readers.enter();
         if lock_owner.is_none() {
             // Direct I/O reads carry the reader's lock owner; a read without one comes from the
             // page cache (splice/sendfile), whose short read shrinks the kernel's size.
@@ -1590,6 +1614,7 @@ impl Filesystem for Overlay {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _busy = self.sb.readers.enter();
         let (key, phantom, cap) = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             let Some(f) = files.get(&fh.0) else {
@@ -1631,6 +1656,7 @@ impl Filesystem for Overlay {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _busy = self.sb.readers.enter();
         let f = self
             .files
             .lock()
@@ -1647,6 +1673,7 @@ impl Filesystem for Overlay {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1679,6 +1706,7 @@ impl Filesystem for Overlay {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _busy = self.sb.readers.enter();
         let Some(key) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -1733,6 +1761,7 @@ impl Filesystem for Overlay {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
+        let _busy = self.sb.readers.enter();
         // procfs files carry no extended attributes.
         reply.error(Errno::ENODATA);
     }
@@ -1748,11 +1777,13 @@ impl Filesystem for Overlay {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let _busy = self.sb.readers.enter();
         // procfs files answer terminal and other ioctls with ENOTTY.
         reply.error(Errno::ENOTTY);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let _busy = self.sb.readers.enter();
         if size == 0 {
             reply.size(0)
         } else {
@@ -1768,6 +1799,7 @@ impl Filesystem for Overlay {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _busy = self.sb.readers.enter();
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -88,6 +88,8 @@ pub struct Sandbox {
     pub kernel_stat_dirs: Mutex<std::collections::HashSet<u64>>,
     /// Page-cached `PID/stat` inodes of the overlay (see `statpage`).
     pub stat_pages: crate::statpage::StatPages,
+    /// Which of the FUSE session's threads read requests (see `readers`).
+    pub readers: crate::readers::Readers,
 }
 
 impl Sandbox {
@@ -533,12 +535,14 @@ impl Daemon {
             if !leader {
                 continue;
             }
-            if let Some(n) = sb
+            // A clone: the invalidation waits for lookups in progress, and the requests that
+            // answer them may need the notifier meanwhile.
+            let notifier = sb
                 .notifier
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
+                .clone();
+            if let Some(n) = notifier {
                 let _ = n.inval_entry(
                     fuser::INodeNo::ROOT,
                     std::ffi::OsStr::new(&nspid.to_string()),

@@ -111,6 +111,84 @@ fn a_hundred_sandboxes_leave_nothing_behind() {
     );
 }
 
+/// The wait channels of the daemon's FUSE session threads (`fuser-N`).
+fn session_waits(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("daemon tasks") {
+        let t = t.expect("task entry").path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.starts_with("fuser-") {
+            out.push(std::fs::read_to_string(t.join("wchan")).unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// A daemon pinned to one CPU keeps one FUSE thread per sandbox reading and parks the other
+/// (fs/src/readers.rs): after `ps -ef` in a sandbox with a boottime offset, one thread waits
+/// in the FUSE device and one on a futex. `ps` sees every process all the same, and once the
+/// sandboxes are gone the parked threads have ended too (back to the baseline).
+#[test]
+fn a_daemon_pinned_to_one_cpu_parks_a_reader_and_ends_it() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["true", "bash", "ps", "taskset"],
+    };
+    let Some(env) = Env::new("pinned_daemon_parks", needs) else {
+        return;
+    };
+    let f = env.run(&[], &["true"]);
+    assert!(f.status.success(), "first run: {} {}", f.status, f.stderr);
+    let pid = env.daemon_pid();
+    let f = sandbox::run(Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]));
+    assert!(f.status.success(), "taskset: {}", f.stderr);
+    let mut baseline = usage(&env, pid);
+    wait_until(Duration::from_secs(3), || {
+        baseline = usage(&env, pid);
+        baseline.slots == 0
+    });
+    let script = "for i in 1 2 3; do ps -ef > /dev/null; done; ps -e --no-headers | wc -l; \
+                  echo up; read -r _ || true";
+    let mut live = env.spawn(&["--boottime", "86400"], &["bash", "-c", script]);
+    let seen: usize = live.line().trim().parse().expect("a process count");
+    assert_eq!(live.line(), "up");
+    let host = sandbox::run(Command::new("ps").args(["-e", "--no-headers"]));
+    let on_host = host.stdout.lines().count();
+    assert!(
+        seen + 20 >= on_host && seen > 3,
+        "ps in the sandbox saw {seen} processes, the host {on_host}"
+    );
+    let waits = session_waits(pid);
+    assert_eq!(
+        waits.len(),
+        2,
+        "one sandbox, two session threads: {waits:?}"
+    );
+    assert!(
+        waits.iter().any(|w| w.contains("fuse_dev")) && waits.iter().any(|w| w.contains("futex")),
+        "expected one thread reading /dev/fuse and one parked: {waits:?}"
+    );
+    let f = live.finish();
+    assert!(
+        f.status.success(),
+        "live sandbox: {} {}",
+        f.status,
+        f.stderr
+    );
+    for i in 0..5 {
+        let f = env.run(
+            &["--boottime", "86400"],
+            &["bash", "-c", "ps -ef > /dev/null"],
+        );
+        assert!(f.status.success(), "run {i}: {} {}", f.status, f.stderr);
+    }
+    let after = settle(&env, pid, baseline);
+    assert_eq!(
+        after, baseline,
+        "daemon resources after the sandboxes vs before"
+    );
+}
+
 /// The fields of a status entry that must survive a daemon restart (not `members`/`served`:
 /// the FUSE sessions die with the daemon).
 fn durable(e: &Value) -> Value {
