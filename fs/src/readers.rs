@@ -296,6 +296,18 @@ mod tests {
         }
     }
 
+    /// Two threads on CPU 0, the test's and another one that has handled one request and
+    /// parked; with the pipe's write end (the "connection") and the parked thread's handle.
+    fn one_parked() -> (Arc<Readers>, OwnedFd, std::thread::JoinHandle<()>) {
+        pin(0);
+        let (r, w) = pipe_pair();
+        let readers = Arc::new(Readers::new(2, Some(r)));
+        drop(readers.enter());
+        let parked = request_on(&readers, 0);
+        wait_for("one thread parks", || readers.parked() == 1);
+        (readers, w, parked)
+    }
+
     /// Two threads on one CPU: the second to reply parks while the first reads; a rescue
     /// brings it back, and it parks again after its next request once the rescue is over.
     #[test]
@@ -382,12 +394,7 @@ mod tests {
     /// A reader stuck inside one request for a whole tick brings the parked thread back.
     #[test]
     fn watchdog_unparks_when_a_request_hangs() {
-        pin(0);
-        let (r, w) = pipe_pair();
-        let readers = Arc::new(Readers::new(2, Some(r)));
-        drop(readers.enter());
-        let parked = request_on(&readers, 0);
-        wait_for("one thread parks", || readers.parked() == 1);
+        let (readers, w, parked) = one_parked();
         let stuck = readers.enter();
         let t0 = Instant::now();
         parked.join().unwrap();
@@ -403,12 +410,7 @@ mod tests {
     /// which poll reports as POLLHUP), so the session's threads can all end.
     #[test]
     fn returns_when_the_connection_ends() {
-        pin(0);
-        let (r, w) = pipe_pair();
-        let readers = Arc::new(Readers::new(2, Some(r)));
-        drop(readers.enter());
-        let parked = request_on(&readers, 0);
-        wait_for("one thread parks", || readers.parked() == 1);
+        let (readers, w, parked) = one_parked();
         drop(w);
         parked.join().unwrap();
         assert_eq!(readers.parked(), 0);

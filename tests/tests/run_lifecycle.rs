@@ -39,6 +39,27 @@ fn usage(env: &Env, pid: u32) -> Usage {
     }
 }
 
+/// The daemon's usage once no sandbox holds a slot (waits up to 3 s for that).
+fn idle_usage(env: &Env, pid: u32) -> Usage {
+    let mut u = usage(env, pid);
+    wait_until(Duration::from_secs(3), || {
+        u = usage(env, pid);
+        u.slots == 0
+    });
+    u
+}
+
+/// Ends a sandbox left waiting on its input; it must exit with success.
+fn finish_ok(live: &mut sandbox::Background) {
+    let f = live.finish();
+    assert!(
+        f.status.success(),
+        "live sandbox: {} {}",
+        f.status,
+        f.stderr
+    );
+}
+
 /// Waits up to 3 s for the daemon's usage to equal `baseline`; returns the last value seen.
 fn settle(env: &Env, pid: u32, baseline: Usage) -> Usage {
     let mut last = usage(env, pid);
@@ -65,11 +86,7 @@ fn a_hundred_sandboxes_leave_nothing_behind() {
     let f = env.run(&[], &["true"]);
     assert!(f.status.success(), "first run: {} {}", f.status, f.stderr);
     let pid = env.daemon_pid();
-    let mut baseline = usage(&env, pid);
-    wait_until(Duration::from_secs(3), || {
-        baseline = usage(&env, pid);
-        baseline.slots == 0
-    });
+    let baseline = idle_usage(&env, pid);
     assert_eq!(
         baseline.slots, 0,
         "the first sandbox's slot was not released: {baseline:?}"
@@ -87,13 +104,7 @@ fn a_hundred_sandboxes_leave_nothing_behind() {
         during.fds > baseline.fds && during.slots == baseline.slots + 1,
         "a live sandbox is not visible in the daemon's usage: {during:?} vs {baseline:?}"
     );
-    let f = live.finish();
-    assert!(
-        f.status.success(),
-        "live sandbox: {} {}",
-        f.status,
-        f.stderr
-    );
+    finish_ok(&mut live);
     eprintln!("baseline {baseline:?}, with one sandbox {during:?}");
     for i in 0..100 {
         let f = env.run(&[], &["true"]);
@@ -142,11 +153,7 @@ fn a_daemon_pinned_to_one_cpu_parks_a_reader_and_ends_it() {
     let pid = env.daemon_pid();
     let f = sandbox::run(Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]));
     assert!(f.status.success(), "taskset: {}", f.stderr);
-    let mut baseline = usage(&env, pid);
-    wait_until(Duration::from_secs(3), || {
-        baseline = usage(&env, pid);
-        baseline.slots == 0
-    });
+    let baseline = idle_usage(&env, pid);
     let script = "for i in 1 2 3; do ps -ef > /dev/null; done; ps -e --no-headers | wc -l; \
                   echo up; read -r _ || true";
     let mut live = env.spawn(&["--boottime", "86400"], &["bash", "-c", script]);
@@ -168,13 +175,7 @@ fn a_daemon_pinned_to_one_cpu_parks_a_reader_and_ends_it() {
         waits.iter().any(|w| w.contains("fuse_dev")) && waits.iter().any(|w| w.contains("futex")),
         "expected one thread reading /dev/fuse and one parked: {waits:?}"
     );
-    let f = live.finish();
-    assert!(
-        f.status.success(),
-        "live sandbox: {} {}",
-        f.status,
-        f.stderr
-    );
+    finish_ok(&mut live);
     for i in 0..5 {
         let f = env.run(
             &["--boottime", "86400"],
