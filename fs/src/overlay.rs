@@ -370,8 +370,8 @@ impl Overlay {
     /// kernel has no such inode cached: nothing to update) is not a failure worth logging.
     /// Returns whether the notification reached the kernel.
     fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
-        // A clone: the lock is not held while the notification waits (other threads' can wait
-        // on requests that this thread may be the one to answer).
+        // A clone: the lock is not held while the notification waits (other threads that need
+        // the notifier may be waiting on requests that this thread is the one to answer).
         let notifier = self
             .sb
             .notifier

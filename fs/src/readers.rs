@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a parked thread checks that the reading thread makes progress and that the
 /// connection is alive (the session ends at most this long after the sandbox's mount).
@@ -148,7 +148,7 @@ impl Readers {
         if cpu < 0 || self.rescues.load(Ordering::SeqCst) > 0 || !self.reader_on(me, cpu) {
             return;
         }
-        if !one_cpu() {
+        if !one_cpu_lately() {
             return;
         }
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,6 +230,24 @@ fn one_cpu() -> bool {
     unsafe { libc::CPU_COUNT(&set) == 1 }
 }
 
+/// [`one_cpu`] as the calling thread last found it, asked again once it is a [`TICK`] old: a
+/// system call per request would otherwise be added wherever two threads share a CPU without
+/// being pinned to it. A new affinity counts within a tick, as in the parked loop.
+fn one_cpu_lately() -> bool {
+    thread_local! {
+        static LAST: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if let Some((at, one)) = LAST.get() {
+        if now.duration_since(at) < TICK {
+            return one;
+        }
+    }
+    let one = one_cpu();
+    LAST.set(Some((now, one)));
+    one
+}
+
 /// Switches the calling thread to `SCHED_BATCH`, once per thread.
 fn batch_once() {
     thread_local! {
@@ -252,7 +270,6 @@ fn batch_once() {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::Instant;
 
     fn pipe_pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
