@@ -265,6 +265,9 @@ pub struct Overlay {
     /// `PID/stat` of the sandbox's procfs, kept open per inode (within the daemon's budget,
     /// `Daemon::take_fd_budget`) and read with pread: an open and a close less per read.
     stat_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// The `ns/user` link of the latest caller that asked twice in a row, kept open (within the
+    /// fd budget): the credential check then reads it without a path walk.
+    user_ns_link: creds::UserNsLink,
     /// Whether the sandbox's procfs hides processes (then no fd is kept: see `stat_fd`).
     procfs_hides_pids: std::sync::OnceLock<bool>,
     /// Published `/proc/uptime` content per namespace.
@@ -334,6 +337,7 @@ impl Overlay {
             sized: Default::default(),
             uptime: Default::default(),
             stat_fds: Default::default(),
+            user_ns_link: creds::UserNsLink::new(),
             procfs_hides_pids: Default::default(),
             uptime_per_caller: AtomicBool::new(false),
             stat_cache: std::env::var_os("TIMENSFS_STAT_CACHE").is_none_or(|v| v != "0"),
@@ -642,6 +646,8 @@ impl Overlay {
                 req.uid(),
                 req.gid(),
                 self.daemon.own_user_ns,
+                &self.user_ns_link,
+                || self.daemon.take_fd_budget(),
             )
         } else {
             creds::read_creds(self.procfs(), req.pid(), self.daemon.own_user_ns)
@@ -1815,6 +1821,7 @@ impl Drop for Overlay {
             .get_mut()
             .map(|m| m.len())
             .unwrap_or_else(|e| e.get_ref().len());
-        self.daemon.give_fd_budget(kept);
+        self.daemon
+            .give_fd_budget(kept + usize::from(self.user_ns_link.holds()));
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use timens_sys::creds::{assume, own_user_ns_inode, parse_status, read_creds, Creds};
+use timens_sys::creds::{assume, own_user_ns_inode, parse_status, read_creds, Creds, UserNsLink};
 
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -243,5 +243,76 @@ fn read_creds_of_another_user_namespace() {
     assert!(
         !c.has_cap(CAP_SYS_ADMIN),
         "no capability counts across user namespaces"
+    );
+}
+
+/// The inode of the user namespace `/proc/PID/ns/user` names now.
+fn ns_of(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/user"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[test]
+fn a_kept_user_ns_link_follows_its_task_into_a_new_namespace_and_ends_with_it() {
+    let test = "a_kept_user_ns_link_follows_its_task_into_a_new_namespace_and_ends_with_it";
+    if !common::require_root(test) {
+        return;
+    }
+    // A child that, told to, enters a new user namespace under the same pid (exec of
+    // unshare(1), which execs sleep).
+    let mut child = Reaped(
+        Command::new("sh")
+            .args(["-c", "read x; exec unshare -U sleep 30"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let procfs = File::open("/proc").unwrap();
+    let own = own_user_ns_inode().unwrap();
+    let link = UserNsLink::new();
+    let taken = std::cell::Cell::new(0);
+    let keep = || {
+        taken.set(taken.get() + 1);
+        true
+    };
+    // First by path; the second request in a row keeps the link, the third reads through it.
+    assert_eq!(link.user_ns(procfs.as_fd(), pid, keep).unwrap(), own);
+    assert!(!link.holds());
+    assert_eq!(link.user_ns(procfs.as_fd(), pid, keep).unwrap(), own);
+    assert!(link.holds(), "a second request in a row keeps the link");
+    assert_eq!(taken.get(), 1, "keeping took one descriptor of the budget");
+    assert_eq!(link.user_ns(procfs.as_fd(), pid, keep).unwrap(), own);
+
+    use std::io::Write;
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let t = std::time::Instant::now();
+    while ns_of(pid) == Some(own) {
+        if t.elapsed() > std::time::Duration::from_secs(5) {
+            common::skip(test, "the child could not enter a new user namespace here");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let new = ns_of(pid).expect("the child still runs");
+    assert_ne!(new, own);
+    let never = || panic!("no second descriptor is taken");
+    assert_eq!(
+        link.user_ns(procfs.as_fd(), pid, never).unwrap(),
+        new,
+        "the kept link names the task's namespace at the time of the read"
+    );
+
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let e = link.user_ns(procfs.as_fd(), pid, never).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENOENT),
+        "an exited task is looked up by path, and is gone"
     );
 }
