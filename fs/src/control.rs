@@ -140,7 +140,7 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         Request::Status => Response::Status {
-            namespaces: status(daemon),
+            namespaces: status(daemon, status_scope(daemon, peer_pid)),
         },
         Request::CreateSandbox {
             monotonic,
@@ -488,8 +488,50 @@ fn to_offset(t: procview::Timespec) -> Offset {
     }
 }
 
-fn status(daemon: &Daemon) -> Vec<NsStatus> {
-    let live = daemon.store.live();
+/// Which namespaces a `status` caller may see: all of them from outside every sandbox (as the
+/// host's /proc shows every process's `timens_offsets`), only its own sandbox's from inside one
+/// (as in a real time namespace behind a pid namespace, where another sandbox's processes, and so
+/// its offsets, cannot be reached). The caller's sandbox is its tracked task's, else the first
+/// mount namespace of a sandbox's namespaces found on its way up to the host's init.
+fn status_scope(daemon: &Daemon, peer_pid: u32) -> Option<u64> {
+    if let Some(mntns) = daemon
+        .tasks
+        .get(&peer_pid)
+        .and_then(|rec| daemon.sandboxes.get(&rec.sandbox).map(|sb| sb.mntns))
+    {
+        return Some(mntns);
+    }
+    let sandboxed: std::collections::HashSet<u64> = daemon
+        .store
+        .live()
+        .iter()
+        .map(|snap| snap.meta.mntns_inum)
+        .chain(daemon.sandboxes.iter().map(|sb| sb.mntns))
+        .filter(|&m| m != 0)
+        .collect();
+    let mut pid = peer_pid;
+    for _ in 0..64 {
+        if pid <= 1 {
+            return None;
+        }
+        let mntns = mntns_of(daemon, pid);
+        if sandboxed.contains(&mntns) {
+            return Some(mntns);
+        }
+        pid = pio::read_at(daemon.host_proc(), &format!("{pid}/stat"))
+            .ok()
+            .and_then(|t| pio::parse_ppid(&t))?;
+    }
+    None
+}
+
+fn status(daemon: &Daemon, scope: Option<u64>) -> Vec<NsStatus> {
+    let live: Vec<_> = daemon
+        .store
+        .live()
+        .into_iter()
+        .filter(|snap| scope.is_none_or(|m| snap.meta.mntns_inum == m))
+        .collect();
     // Processes per mount namespace (each sandbox has its own).
     let mut per_mntns: std::collections::HashMap<u64, Vec<u32>> = Default::default();
     if let Ok(names) = pio::list_at(daemon.host_proc(), ".") {

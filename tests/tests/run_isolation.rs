@@ -139,3 +139,47 @@ fn writing_a_foreign_process_file_leaves_the_writers_namespace_alone() {
     }
     b.finish();
 }
+
+/// `timens status` asked from inside sandbox A (plain and `--pid`) lists A's namespace and not
+/// B's: behind a pid namespace the kernel gives A no way to reach B's offsets, and without one
+/// only B's processes' own `timens_offsets` (which the overlay shows as the kernel would). From
+/// the host both are listed.
+#[test]
+fn status_from_inside_a_sandbox_lists_only_its_own_namespaces() {
+    let Some(env) = Env::new("status_from_inside_a_sandbox", BASH) else {
+        return;
+    };
+    let (mut b, _, b_inum) = start_b(&env);
+    let script = format!(
+        "readlink /proc/self/ns/time; {} status --json --state-dir {}",
+        env.bins.timens.display(),
+        env.state.path().display()
+    );
+    for mode in [&[][..], &["--pid"][..]] {
+        let a = env.bash_ok(&[&["--boottime", "3"][..], mode].concat(), &script);
+        let (link, json) = a.split_once('\n').expect("two parts");
+        let a_inum = parse_ns_link(link);
+        let listed: Vec<u64> = serde_json::from_str::<serde_json::Value>(json)
+            .unwrap_or_else(|e| panic!("status JSON from A {mode:?}: {e}: {json}"))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|e| e["inum"].as_u64())
+            .collect();
+        assert_eq!(
+            listed,
+            vec![a_inum],
+            "status asked from A {mode:?} (B is {b_inum})"
+        );
+    }
+    let from_host: Vec<u64> = env
+        .status()
+        .iter()
+        .filter_map(|e| e["inum"].as_u64())
+        .collect();
+    assert!(
+        from_host.contains(&b_inum),
+        "status from the host lists B ({b_inum}): {from_host:?}"
+    );
+    b.finish();
+}
