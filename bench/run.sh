@@ -221,7 +221,8 @@ for MODE in pinned unpinned; do
     fi
 
     # Twice: without a boottime offset every PID/stat is the kernel's own file (a link, no round
-    # trip); with one, each is rendered by the daemon (OPEN, READ and RELEASE per process).
+    # trip); with one, each is rendered by the daemon at its OPEN (then RELEASE; the READ is
+    # answered from the page cache). The second row is stricter than issue 2's, which has no offset.
     # The three columns take turns, PS_ROUNDS rounds of PS_PER_ROUND runs each, the order
     # reversed every other round, so that this VM's fast and slow phases (seconds long) hit
     # every column alike; each figure is the median of its rounds' medians.
