@@ -99,6 +99,12 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
                     std::thread::sleep(Duration::from_millis(500));
                     reap_dead_namespaces(&daemon);
                     crate::nsops::collect_garbage(&daemon, &pending);
+                    // Taken before the store's lock, which is never held around the map's.
+                    let served: std::collections::HashSet<u64> =
+                        daemon.sandboxes.iter().map(|s| s.mntns).collect();
+                    daemon
+                        .store
+                        .close_unused_views(&views_dir(&daemon), |k| served.contains(&k));
                     if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
                         idle_since = Instant::now();
                     } else if idle_exit > 0
@@ -161,7 +167,13 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
                 self_bound,
             };
             match create_sandbox(daemon, peer_pid, peer_uid, fds, req) {
-                Ok(inum) => Response::Created { inum },
+                Ok((inum, view)) => {
+                    return timens_proto::write_response_fds(
+                        conn,
+                        &Response::Created { inum },
+                        &[std::os::fd::AsFd::as_fd(&view)],
+                    );
+                }
                 Err(r) => r,
             }
         }
@@ -217,7 +229,7 @@ fn create_sandbox(
     peer_uid: u32,
     fds: Vec<OwnedFd>,
     req: CreateReq,
-) -> Result<u32, Response> {
+) -> Result<(u32, OwnedFd), Response> {
     let CreateReq {
         monotonic,
         boottime,
@@ -393,6 +405,10 @@ fn create_sandbox(
         }
         error(libc::EIO, msg)
     };
+    let view = match open_view(daemon, mntns_inum) {
+        Ok(fd) => fd,
+        Err(e) => return Err(fail(daemon, format!("offset store view: {e}"))),
+    };
     let overlay = Overlay::new(daemon.clone(), sb.clone());
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
@@ -420,7 +436,21 @@ fn create_sandbox(
         ));
     }
     tracing::info!(sandbox = sb.id, inum = slot.inum(), label = %sb.label, pid = peer_pid, "sandbox created");
-    Ok(slot.inum())
+    Ok((slot.inum(), view))
+}
+
+/// Where the views of the store live (see `Store::open_view`): one file per sandbox mount
+/// namespace, in a directory only root may walk.
+pub fn views_dir(daemon: &Daemon) -> std::path::PathBuf {
+    daemon.store.path().with_file_name("views")
+}
+
+/// Opens the view of the sandbox of mount namespace `mntns` (the same file again for a sandbox
+/// that is re-attached) and returns it as a detached bind mount, for `/proc/.timens/store`.
+fn open_view(daemon: &Daemon, mntns: u64) -> io::Result<OwnedFd> {
+    let path = views_dir(daemon).join(mntns.to_string());
+    daemon.store.open_view(mntns, &path)?;
+    timens_sys::mountapi::open_tree_clone(&path, false)
 }
 
 fn sb_label_is_oci(label: &str) -> bool {

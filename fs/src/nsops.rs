@@ -196,6 +196,10 @@ pub fn handle(
             }
             // B5: both time and time_for_children, and the first entry freezes (B2).
             daemon.enter(target);
+            // Another sandbox's namespace: the caller's clock library reads it in its own view.
+            if let NsRef::Slot(slot) = target {
+                daemon.store.include_in_view(sb.mntns, slot);
+            }
             let ns = TaskNs {
                 time: target,
                 tfc: target,

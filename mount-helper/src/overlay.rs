@@ -18,8 +18,6 @@ use timens_sys::mountapi;
 /// What the sandbox needs from the daemon's state directory, taken while it is still reachable
 /// (a container's mount namespace does not have it).
 pub struct StateHandles {
-    /// The store file, as a detached bind mount.
-    store: OwnedFd,
     /// The control socket, as a detached bind mount.
     socket: OwnedFd,
     /// An O_PATH fd of the socket, to connect through /proc/self/fd from any mount namespace.
@@ -32,7 +30,6 @@ pub struct StateHandles {
 
 impl StateHandles {
     pub fn open(state_dir: &Path, with_library: bool) -> std::io::Result<StateHandles> {
-        let store = mountapi::open_tree_clone(&state_dir.join(timens_proto::STORE_NAME), false)?;
         let sock_path = timens_proto::socket_path(state_dir);
         let socket = mountapi::open_tree_clone(&sock_path, false)?;
         let socket_path_fd = std::fs::OpenOptions::new()
@@ -55,7 +52,6 @@ impl StateHandles {
             None
         };
         Ok(StateHandles {
-            store,
             socket,
             socket_path_fd,
             library,
@@ -117,9 +113,19 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
     let mut conns: Vec<UnixStream> = std::mem::take(&mut handles.conns);
     let sock = conns.pop().unwrap_or_else(|| die(1, "no connection"));
     let fuse = mount_fuse_here(&proc_dir, &mut conns, 0o40555, "/proc");
-    let inum = match timens_proto::call(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
-        Ok(Response::Created { inum }) => inum,
-        Ok(Response::Error { errno, message }) => {
+    // The answer carries this sandbox's view of the offset store (its own namespaces only).
+    let (inum, view) = match timens_proto::call_fds(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
+        Ok((Response::Created { inum }, fds)) => match fds.into_iter().next() {
+            Some(view) => (inum, view),
+            None => {
+                let _ = nix::mount::umount2(&proc_dir, nix::mount::MntFlags::MNT_DETACH);
+                die(
+                    1,
+                    "timensfs created the sandbox but sent no offset store view",
+                )
+            }
+        },
+        Ok((Response::Error { errno, message }, _)) => {
             // Nothing may stay mounted on the way out.
             let _ = nix::mount::umount2(&proc_dir, nix::mount::MntFlags::MNT_DETACH);
             let code = if errno == libc::ERANGE || errno == libc::EINVAL {
@@ -129,7 +135,7 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
             };
             die(code, message)
         }
-        Ok(other) => die(1, format!("unexpected answer from timensfs: {other:?}")),
+        Ok((other, _)) => die(1, format!("unexpected answer from timensfs: {other:?}")),
         Err(e) => os_err("asking timensfs for the sandbox", e),
     };
     drop(fuse);
@@ -170,9 +176,10 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
     }
     drop(procfs);
     // The clock library reads offsets from the store and asks the daemon on namespace changes:
-    // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store.
+    // both at fixed paths under the overlay, whatever the sandbox does to /run. Read-only store
+    // view.
     let store_dst = proc_dir.join(".timens/store");
-    mountapi::move_mount_to(handles.store.as_fd(), &store_dst)
+    mountapi::move_mount_to(view.as_fd(), &store_dst)
         .unwrap_or_else(|e| os_err("binding the offset store", e));
     remount_readonly(&store_dst);
     mountapi::move_mount_to(

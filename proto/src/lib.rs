@@ -167,13 +167,35 @@ pub fn call(sock: &UnixStream, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Res
     serde_json::from_str(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Sends one request with fds and reads an answer that may carry fds.
+pub fn call_fds(
+    sock: &UnixStream,
+    req: &Request,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<(Response, Vec<OwnedFd>)> {
+    let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+    line.push(b'\n');
+    timens_sys::fdpass::send_with_fds(sock, &line, fds)?;
+    read_answer_fds(sock)
+}
+
 /// Sends a request and reads an answer that may carry fds.
 pub fn call_recv_fds(sock: &UnixStream, req: &Request) -> io::Result<(Response, Vec<OwnedFd>)> {
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
     line.push(b'\n');
     (&*sock).write_all(&line)?;
+    read_answer_fds(sock)
+}
+
+fn read_answer_fds(sock: &UnixStream) -> io::Result<(Response, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 64 * 1024];
     let (n, fds) = timens_sys::fdpass::recv_with_fds(sock, &mut buf, 4)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering",
+        ));
+    }
     let end = buf[..n].iter().position(|&b| b == b'\n').unwrap_or(n);
     let resp = serde_json::from_slice(&buf[..end])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

@@ -183,3 +183,62 @@ fn status_from_inside_a_sandbox_lists_only_its_own_namespaces() {
     );
     b.finish();
 }
+
+/// The offset store a sandbox's clock library maps (`/proc/.timens/store`) is the sandbox's own
+/// view: an unprivileged process inside A (plain and `--pid`) can read it and finds A's
+/// namespace in it, and not B's. On the host the store itself is root's only (0600), and the
+/// views sit in a directory only root may walk (0700).
+#[test]
+fn a_sandboxs_store_view_holds_its_own_namespaces_only() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["bash", "cat", "readlink", "setpriv", "od"],
+    };
+    let Some(env) = Env::new("a_sandboxs_store_view", needs) else {
+        return;
+    };
+    let (mut b, _, b_inum) = start_b(&env);
+    let script = "readlink /proc/self/ns/time; \
+                  setpriv --reuid=65534 --regid=65534 --clear-groups \
+                  od -An -v -tx1 /proc/.timens/store";
+    for mode in [&[][..], &["--pid"][..]] {
+        let a = env.bash_ok(&[&["--boottime", "3"][..], mode].concat(), script);
+        let (link, hex) = a.split_once('\n').expect("two parts");
+        let a_inum = parse_ns_link(link) as u32;
+        let bytes: Vec<u8> = hex
+            .split_ascii_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).expect("od output"))
+            .collect();
+        let copy = env.state.path().join(format!("view-copy-{}", mode.len()));
+        std::fs::write(&copy, &bytes).expect("writing the copy");
+        let view = timens::store::StoreReader::open(&copy)
+            .unwrap_or_else(|e| panic!("A {mode:?}: the view read as uid 65534 is a store: {e}"));
+        let a_slot = view.slot_for_inum(a_inum);
+        assert!(
+            a_slot.is_some(),
+            "A {mode:?}: A's time:[{a_inum}] in its view"
+        );
+        assert_eq!(
+            view.offsets(a_slot.unwrap()).map(|(o, _)| o.boottime.sec),
+            Some(3),
+            "A {mode:?}: A's boottime offset in its view"
+        );
+        assert_eq!(
+            view.slot_for_inum(b_inum as u32),
+            None,
+            "A {mode:?}: B's time:[{b_inum}] in A's view"
+        );
+        let _ = std::fs::remove_file(&copy);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: std::path::PathBuf| {
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode_of(env.state.path().join("store")), 0o600, "the store");
+    assert_eq!(mode_of(env.state.path().join("views")), 0o700, "the views");
+    b.finish();
+}

@@ -364,7 +364,7 @@ fn slot_at(map: &Mapping, slot_count: u32, index: u32) -> Option<&Slot> {
 }
 
 /// A consistent copy of a slot's hot fields.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct RawSlot {
     generation: u32,
     inum: u32,
@@ -511,11 +511,23 @@ pub struct Store {
 struct WriterState {
     /// Where the next allocation starts looking, so a released slot is reused as late as possible.
     next: u32,
+    /// Views, by key (a sandbox's mount namespace): see [`Store::open_view`].
+    views: std::collections::HashMap<u64, View>,
+}
+
+/// A copy of the store that holds only some namespaces' slots, at the same indices: the slots
+/// whose [`SlotMeta::mntns_inum`] is the view's key, and those [`Store::include_in_view`] added.
+/// A sandbox maps its view instead of the store, so it cannot read other sandboxes' offsets.
+struct View {
+    path: PathBuf,
+    map: Mapping,
+    extra: std::collections::HashSet<u32>,
 }
 
 impl Store {
     /// Open the store at `path`, creating it (and its parent directory, mode 0755) with
-    /// `slot_count` slots if it does not exist; the file is mode 0644.
+    /// `slot_count` slots if it does not exist; the file is mode 0600 (sandboxes read their
+    /// views, see [`Store::open_view`]).
     ///
     /// An existing store is reopened intact with the slot count recorded in its header (see
     /// [`Store::slot_count`]); one with a wrong magic, version or size is an error naming the path
@@ -543,7 +555,9 @@ impl Store {
         let file = loop {
             match OpenOptions::new().read(true).write(true).open(path) {
                 Ok(file) => break file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => create_file(path, slot_count)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    create_file(path, slot_count, 0o600)?
+                }
                 Err(e) => return Err(with_path(e, "opening offset store", path)),
             }
         };
@@ -561,13 +575,19 @@ impl Store {
             }
         })?;
         let slot_count = read_layout(&file, path)?;
+        // A store made by an older daemon was readable by everyone.
+        file.set_permissions(Permissions::from_mode(0o600))
+            .map_err(|e| with_path(e, "setting the mode of offset store", path))?;
         let map = Mapping::map(&file, file_len(slot_count), true)
             .map_err(|e| with_path(e, "mapping offset store", path))?;
         let store = Store {
             path: path.to_path_buf(),
             map,
             slot_count,
-            writer: Mutex::new(WriterState { next: 0 }),
+            writer: Mutex::new(WriterState {
+                next: 0,
+                views: Default::default(),
+            }),
             _file: file,
         };
         store.repair();
@@ -628,6 +648,7 @@ impl Store {
             s.flags.store(flags, Ordering::Relaxed);
             s.generation.store(generation, Ordering::Relaxed);
         });
+        self.mirror(&mut state, index);
         Ok(slot_ref)
     }
 
@@ -663,7 +684,7 @@ impl Store {
 
     /// Free the slot; every `SlotRef` to it becomes stale. `false` if it already was.
     pub fn release(&self, slot: SlotRef) -> bool {
-        let _guard = self.lock();
+        let mut guard = self.lock();
         let Some(hot) = slot_at(&self.map, self.slot_count, slot.index) else {
             return false;
         };
@@ -679,6 +700,7 @@ impl Store {
             s.store_offsets(Offsets::ZERO);
         });
         self.write_meta(slot.index, &SlotMeta::default().to_record());
+        self.mirror(&mut guard, slot.index);
         true
     }
 
@@ -705,7 +727,7 @@ impl Store {
 
     /// Apply `update` to a live slot under the seqlock. Takes the writer mutex.
     fn update_live(&self, slot: SlotRef, update: impl FnOnce(&Slot)) -> bool {
-        let _guard = self.lock();
+        let mut guard = self.lock();
         let Some(hot) = slot_at(&self.map, self.slot_count, slot.index) else {
             return false;
         };
@@ -713,7 +735,165 @@ impl Store {
             return false;
         }
         hot.write(update);
+        self.mirror(&mut guard, slot.index);
         true
+    }
+
+    /// Opens (or creates) the view with `key` at `path`, a file of the same layout, and brings
+    /// every slot in it up to date. A view that is already open is left as it is. Reopening the
+    /// same file after a restart keeps it the file the sandbox's processes have mapped.
+    pub fn open_view(&self, key: u64, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.views.contains_key(&key) {
+            return Ok(());
+        }
+        let file = loop {
+            match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(file) => break file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+                        // Only root may walk to the views: each sandbox reaches its own through
+                        // its bind mount.
+                        DirBuilder::new()
+                            .mode(0o700)
+                            .create(dir)
+                            .or_else(|e| match e.kind() {
+                                io::ErrorKind::AlreadyExists => Ok(()),
+                                _ => Err(e),
+                            })
+                            .map_err(|e| with_path(e, "creating the views directory", dir))?;
+                    }
+                    create_file(path, self.slot_count, 0o644)?
+                }
+                Err(e) => return Err(with_path(e, "opening offset store view", path)),
+            }
+        };
+        if read_layout(&file, path)? != self.slot_count {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "offset store view {} does not have the store's {} slots",
+                    path.display(),
+                    self.slot_count
+                ),
+            ));
+        }
+        let map = Mapping::map(&file, file_len(self.slot_count), true)
+            .map_err(|e| with_path(e, "mapping offset store view", path))?;
+        state.views.insert(
+            key,
+            View {
+                path: path.to_path_buf(),
+                map,
+                extra: Default::default(),
+            },
+        );
+        for index in 0..self.slot_count {
+            self.mirror(&mut state, index);
+        }
+        Ok(())
+    }
+
+    /// Adds a live slot of another key to the view with `key` (a member entered it with setns),
+    /// until the slot is released.
+    pub fn include_in_view(&self, key: u64, slot: SlotRef) {
+        let mut state = self.lock();
+        if !self.slot(slot.index).load_relaxed().is_live(slot) {
+            return;
+        }
+        if let Some(view) = state.views.get_mut(&key) {
+            view.extra.insert(slot.index);
+            self.mirror(&mut state, slot.index);
+        }
+    }
+
+    /// The keys of the open views.
+    pub fn view_keys(&self) -> Vec<u64> {
+        self.lock().views.keys().copied().collect()
+    }
+
+    /// Closes and unlinks every view that no live slot belongs to and that `keep` does not
+    /// want, and unlinks the files in `dir` (views a previous daemon left) that are not open and
+    /// that no live slot belongs to. A sandbox that still has the file bind-mounted keeps it.
+    /// Returns how many views were closed.
+    pub fn close_unused_views(&self, dir: &Path, keep: impl Fn(u64) -> bool) -> usize {
+        let mut state = self.lock();
+        let mut used = std::collections::HashSet::new();
+        for index in 0..self.slot_count {
+            if self.slot(index).flags.load(Ordering::Relaxed) & FLAG_IN_USE != 0 {
+                used.insert(self.read_meta(index).mntns_inum);
+            }
+        }
+        let gone: Vec<u64> = state
+            .views
+            .keys()
+            .copied()
+            .filter(|k| !used.contains(k) && !keep(*k))
+            .collect();
+        for key in &gone {
+            if let Some(view) = state.views.remove(key) {
+                let _ = fs::remove_file(&view.path);
+            }
+        }
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let key = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let Some(key) = key {
+                    if !state.views.contains_key(&key) && !used.contains(&key) && !keep(key) {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Brings slot `index` of every view up to date with the store. Caller holds the writer
+    /// mutex (`state` is what it guards).
+    fn mirror(&self, state: &mut WriterState, index: u32) {
+        if state.views.is_empty() {
+            return;
+        }
+        let raw = self.slot(index).load_relaxed();
+        let live = raw.flags & FLAG_IN_USE != 0;
+        let meta = self.read_meta(index);
+        for (key, view) in state.views.iter_mut() {
+            if !live {
+                view.extra.remove(&index);
+            }
+            let Some(copy) = slot_at(&view.map, self.slot_count, index) else {
+                continue;
+            };
+            let have = copy.load_relaxed();
+            if live && (meta.mntns_inum == *key || view.extra.contains(&index)) {
+                if have != raw {
+                    copy.write(|s| {
+                        s.store_offsets(raw.offsets);
+                        s.inum.store(raw.inum, Ordering::Relaxed);
+                        s.flags.store(raw.flags, Ordering::Relaxed);
+                        s.generation.store(raw.generation, Ordering::Relaxed);
+                    });
+                }
+                write_meta_in(&view.map, self.slot_count, index, &meta);
+            } else if have.flags & FLAG_IN_USE != 0 || have.generation & 1 == 1 {
+                copy.write(|s| {
+                    s.generation
+                        .store((have.generation | 1).wrapping_add(1), Ordering::Relaxed);
+                    s.flags.store(0, Ordering::Relaxed);
+                    s.inum.store(0, Ordering::Relaxed);
+                    s.store_offsets(Offsets::ZERO);
+                });
+                write_meta_in(
+                    &view.map,
+                    self.slot_count,
+                    index,
+                    &SlotMeta::default().to_record(),
+                );
+            }
+        }
     }
 
     /// Caller holds the writer mutex.
@@ -732,10 +912,7 @@ impl Store {
     }
 
     fn meta_ptr(&self, index: u32) -> *mut MetaRecord {
-        assert!(index < self.slot_count);
-        let off = HEADER_SIZE + self.slot_count as usize * SLOT_SIZE + index as usize * META_SIZE;
-        debug_assert!(off + META_SIZE <= self.map.len());
-        self.map.as_ptr().wrapping_add(off).cast()
+        meta_ptr_in(&self.map, self.slot_count, index)
     }
 
     /// Caller holds the writer mutex.
@@ -749,11 +926,26 @@ impl Store {
 
     /// Caller holds the writer mutex.
     fn write_meta(&self, index: u32, record: &MetaRecord) {
-        let ptr = self.meta_ptr(index);
-        // SAFETY: as in `read_meta`; the mapping is writable, and no reference to the record exists
-        // (readers never touch the cold records).
-        unsafe { ptr.write(*record) }
+        write_meta_in(&self.map, self.slot_count, index, record)
     }
+}
+
+fn meta_ptr_in(map: &Mapping, slot_count: u32, index: u32) -> *mut MetaRecord {
+    assert!(index < slot_count);
+    let off = HEADER_SIZE + slot_count as usize * SLOT_SIZE + index as usize * META_SIZE;
+    debug_assert!(off + META_SIZE <= map.len());
+    map.as_ptr().wrapping_add(off).cast()
+}
+
+/// Writes a cold record of a writable mapping of `slot_count` slots (the store's or a view's).
+/// Caller holds the store's writer mutex.
+fn write_meta_in(map: &Mapping, slot_count: u32, index: u32, record: &MetaRecord) {
+    let ptr = meta_ptr_in(map, slot_count, index);
+    // SAFETY: in bounds of the validated mapping and aligned (see `meta_ptr_in` and the layout
+    // assertions); the mapping is writable (the store's, or a view the store mapped read-write),
+    // and no reference to the record exists (readers never touch the cold records); the writer
+    // mutex the caller holds makes this the only writer.
+    unsafe { ptr.write(*record) }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -761,7 +953,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Create a complete, zeroed store under a temporary name and link it to `path`, so nobody ever
 /// sees a file without a valid header. Losing the race to another creator is fine: the caller then
 /// opens the winner's file.
-fn create_file(path: &Path, slot_count: u32) -> io::Result<()> {
+fn create_file(path: &Path, slot_count: u32, mode: u32) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -784,8 +976,9 @@ fn create_file(path: &Path, slot_count: u32) -> io::Result<()> {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| with_path(e, "creating offset store", &tmp))?;
-        // Readable by everyone (the clock library maps it read-only), whatever the umask.
-        file.set_permissions(Permissions::from_mode(0o644))
+        // The store: the daemon's only (0600); a view: readable by everyone (the clock library
+        // maps it read-only), whatever the umask.
+        file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| with_path(e, "setting the mode of offset store", &tmp))?;
         file.set_len(file_len(slot_count) as u64)
             .map_err(|e| with_path(e, "sizing offset store", &tmp))?;

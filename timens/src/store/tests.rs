@@ -70,7 +70,7 @@ fn created_file_has_header_mode_and_size() {
     assert_eq!(store.slot_count(), 8);
     let md = fs::metadata(&path).unwrap();
     assert_eq!(md.len(), file_len(8) as u64);
-    assert_eq!(md.permissions().mode() & 0o777, 0o644);
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
     let dmd = fs::metadata(path.parent().unwrap()).unwrap();
     assert_eq!(dmd.permissions().mode() & 0o777, 0o755);
     let bytes = fs::read(&path).unwrap();
@@ -563,4 +563,102 @@ fn reader_finds_a_slot_by_inum() {
     assert_eq!(reader.slot_for_inum(crate::INIT_TIME_INUM), None);
     store.release(a);
     assert_eq!(reader.slot_for_inum(a.inum()), None);
+}
+
+use std::os::unix::fs::MetadataExt;
+
+fn in_ns(mntns: u64) -> SlotMeta {
+    SlotMeta {
+        mntns_inum: mntns,
+        ..meta("view")
+    }
+}
+
+/// A view holds its key's slots (at the store's indices, with their offsets, frozen flag and
+/// later writes) and nothing of other keys, until a slot is included with setns; released slots
+/// leave it. The file is readable by everyone, in a directory only the owner may walk.
+#[test]
+fn a_view_holds_only_its_own_namespaces() {
+    let dir = TempDir::new("view");
+    // Three slots: the one freed is the one reused.
+    let store = Store::open_or_create(&dir.store(), 3).unwrap();
+    let views = dir.0.join("state").join("views");
+    let a1 = store.alloc(offs(1, 2), false, in_ns(10)).unwrap();
+    let b = store.alloc(offs(5, 6), true, in_ns(20)).unwrap();
+    store.open_view(10, &views.join("10")).unwrap();
+    let a2 = store.alloc(offs(3, 4), true, in_ns(10)).unwrap();
+    let view = StoreReader::open(&views.join("10")).unwrap();
+    assert_eq!(view.offsets(a1), Some((offs(1, 2), false)));
+    assert_eq!(view.offsets(a2), Some((offs(3, 4), true)));
+    assert_eq!(view.slot_for_inum(a1.inum()), Some(a1));
+    assert_eq!(view.offsets(b), None, "another key's slot");
+    assert_eq!(view.slot_for_inum(b.inum()), None);
+    let bytes = fs::read(views.join("10")).unwrap();
+    let b_meta = &bytes[HEADER_SIZE + 3 * SLOT_SIZE + b.index as usize * META_SIZE..][..META_SIZE];
+    assert!(b_meta.iter().all(|&x| x == 0), "another key's record");
+
+    assert!(store.set_offsets(a1, offs(7, 8)));
+    assert!(store.freeze(a1));
+    assert_eq!(view.offsets(a1), Some((offs(7, 8), true)));
+
+    store.include_in_view(10, b);
+    assert_eq!(view.offsets(b), Some((offs(5, 6), true)));
+    assert!(store.release(b));
+    assert_eq!(view.offsets(b), None);
+    let b2 = store.alloc(offs(9, 9), true, in_ns(20)).unwrap();
+    assert_eq!(b2.index, b.index, "the only free slot is reused");
+    assert_eq!(view.offsets(b2), None, "an include ends with its slot");
+
+    assert!(store.release(a2));
+    assert_eq!(view.offsets(a2), None);
+    assert_eq!(
+        fs::metadata(views.join("10")).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(
+        fs::metadata(&views).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+/// A view reopened by a new daemon is the same file, brought up to date; views no live slot
+/// belongs to are closed and unlinked (also files left by a previous daemon), others are kept.
+#[test]
+fn views_are_reopened_in_place_and_removed_when_unused() {
+    let dir = TempDir::new("view-reopen");
+    let views = dir.0.join("state").join("views");
+    let a = {
+        let store = Store::open_or_create(&dir.store(), 8).unwrap();
+        let a = store.alloc(offs(1, 2), false, in_ns(10)).unwrap();
+        store.open_view(10, &views.join("10")).unwrap();
+        store.alloc(offs(0, 0), false, in_ns(30)).unwrap();
+        store.open_view(30, &views.join("30")).unwrap();
+        a
+    };
+    let ino = fs::metadata(views.join("10")).unwrap().ino();
+    let store = Store::open_or_create(&dir.store(), 8).unwrap();
+    assert!(store.set_offsets(a, offs(3, 4)));
+    store.open_view(10, &views.join("10")).unwrap();
+    assert_eq!(fs::metadata(views.join("10")).unwrap().ino(), ino);
+    let view = StoreReader::open(&views.join("10")).unwrap();
+    assert_eq!(view.offsets(a), Some((offs(3, 4), false)));
+
+    assert_eq!(store.close_unused_views(&views, |_| false), 0);
+    assert!(views.join("10").exists() && views.join("30").exists());
+    let c = store
+        .live()
+        .into_iter()
+        .find(|s| s.meta.mntns_inum == 30)
+        .unwrap();
+    assert!(store.release(c.slot));
+    assert_eq!(store.close_unused_views(&views, |_| false), 0);
+    assert!(
+        !views.join("30").exists(),
+        "a previous daemon's unused view"
+    );
+    assert!(store.release(a));
+    assert_eq!(store.close_unused_views(&views, |k| k == 10), 0, "kept");
+    assert_eq!(store.close_unused_views(&views, |_| false), 1);
+    assert!(!views.join("10").exists());
+    assert!(store.view_keys().is_empty());
 }
