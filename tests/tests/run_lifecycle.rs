@@ -18,6 +18,9 @@ struct Usage {
     host_fuse_mounts: usize,
     daemon_fuse_mounts: usize,
     slots: usize,
+    /// Store views: files in the state directory's `views/`, and the daemon's mappings of them.
+    view_files: usize,
+    view_maps: usize,
 }
 
 fn usage(env: &Env, pid: u32) -> Usage {
@@ -36,15 +39,23 @@ fn usage(env: &Env, pid: u32) -> Usage {
         host_fuse_mounts: fuse_mounts("/proc/self/mountinfo"),
         daemon_fuse_mounts: fuse_mounts(&format!("/proc/{pid}/mountinfo")),
         slots: env.status().len(),
+        view_files: std::fs::read_dir(env.state.path().join("views"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        view_maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .expect("daemon maps")
+            .lines()
+            .filter(|l| l.contains("/views/"))
+            .count(),
     }
 }
 
-/// The daemon's usage once no sandbox holds a slot (waits up to 3 s for that).
+/// The daemon's usage once no sandbox holds a slot or a store view (waits up to 3 s for that).
 fn idle_usage(env: &Env, pid: u32) -> Usage {
     let mut u = usage(env, pid);
     wait_until(Duration::from_secs(3), || {
         u = usage(env, pid);
-        u.slots == 0
+        u.slots == 0 && u.view_files == 0 && u.view_maps == 0
     });
     u
 }
@@ -88,8 +99,9 @@ fn a_hundred_sandboxes_leave_nothing_behind() {
     let pid = env.daemon_pid();
     let baseline = idle_usage(&env, pid);
     assert_eq!(
-        baseline.slots, 0,
-        "the first sandbox's slot was not released: {baseline:?}"
+        (baseline.slots, baseline.view_files, baseline.view_maps),
+        (0, 0, 0),
+        "the first sandbox's slot or store view was not released: {baseline:?}"
     );
     assert_eq!(
         baseline.host_fuse_mounts,
@@ -101,7 +113,9 @@ fn a_hundred_sandboxes_leave_nothing_behind() {
     assert_eq!(live.line(), "up");
     let during = usage(&env, pid);
     assert!(
-        during.fds > baseline.fds && during.slots == baseline.slots + 1,
+        during.fds > baseline.fds
+            && during.slots == baseline.slots + 1
+            && (during.view_files, during.view_maps) == (1, 1),
         "a live sandbox is not visible in the daemon's usage: {during:?} vs {baseline:?}"
     );
     finish_ok(&mut live);
