@@ -442,7 +442,7 @@ fn create_sandbox(
 /// Where the views of the store live (see `Store::open_view`): one file per sandbox mount
 /// namespace, in a directory only root may walk.
 pub fn views_dir(daemon: &Daemon) -> std::path::PathBuf {
-    daemon.store.path().with_file_name("views")
+    daemon.store.path().with_file_name(timens_proto::VIEWS_NAME)
 }
 
 /// Opens the view of the sandbox of mount namespace `mntns` (the same file again for a sandbox

@@ -125,6 +125,10 @@ fn reference_sections() -> Roff {
             timens_proto::STORE_NAME,
             "the offset store (kept across daemon restarts)",
         ),
+        (
+            timens_proto::VIEWS_NAME,
+            "each sandbox's view of the store, holding only its own namespaces (seen inside it as /proc/.timens/store)",
+        ),
         (timens_proto::PIDFILE_NAME, "the daemon's pid"),
         (
             timens_proto::LOG_NAME,

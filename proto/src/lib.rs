@@ -12,10 +12,12 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-/// Default state directory of the daemon: store, control socket, pid file, log.
+/// Default state directory of the daemon: store, its views, control socket, pid file, log.
 pub const DEFAULT_STATE_DIR: &str = "/run/timensfs";
 pub const SOCKET_NAME: &str = "control.sock";
 pub const STORE_NAME: &str = "store";
+/// The directory of the store's per-sandbox views (one file per sandbox mount namespace).
+pub const VIEWS_NAME: &str = "views";
 pub const PIDFILE_NAME: &str = "timensfs.pid";
 pub const LOG_NAME: &str = "timensfs.log";
 
