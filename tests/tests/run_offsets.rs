@@ -124,13 +124,14 @@ fn fractional_offsets_match_kernel() {
     }
 }
 
-/// The sandbox never uses the kernel's own time namespaces: seen from the host, its processes
-/// (plain and `--pid`) are in the initial time namespace, with no pending one.
+/// The sandbox never uses the kernel's own time namespaces: seen from the host, every process of
+/// the sandbox (plain and `--pid`: CMD, a child, and one that `unshare -T` put in a nested
+/// namespace) is in the initial time namespace, with no pending one.
 #[test]
 fn sandbox_processes_stay_in_the_kernels_initial_time_namespace() {
     let needs = Needs {
         kernel_oracle: false,
-        tools: &["bash"],
+        tools: &["bash", "sleep", "unshare"],
     };
     let Some(env) = Env::new("sandbox_processes_stay_in_init_timens", needs) else {
         return;
@@ -148,7 +149,9 @@ fn sandbox_processes_stay_in_the_kernels_initial_time_namespace() {
             &[
                 "bash",
                 "-c",
-                "readlink /proc/self/ns/time; read -r _ || true",
+                "readlink /proc/self/ns/time; sleep 30 & \
+                 unshare -T --boottime 5 bash -c 'readlink /proc/self/ns/time; exec sleep 30' & \
+                 read -r _ || true; kill $(jobs -p); wait",
             ],
         );
         let inside = bg.line();
@@ -156,19 +159,27 @@ fn sandbox_processes_stay_in_the_kernels_initial_time_namespace() {
             inside, init,
             "{mode:?}: the emulated namespace must have its own inum"
         );
-        let pid = if mode.is_empty() {
-            bg.pid()
-        } else {
-            sandbox::pid_sandbox_init(bg.pid())
-        };
-        for link in ["time", "time_for_children"] {
-            let text = std::fs::read_link(format!("/proc/{pid}/ns/{link}"))
-                .unwrap_or_else(|e| panic!("{mode:?}: readlink /proc/{pid}/ns/{link}: {e}"));
-            assert_eq!(
-                text.to_string_lossy(),
-                init,
-                "{mode:?}: host view of sandboxed pid {pid} ns/{link}"
-            );
+        let nested = bg.line();
+        assert!(
+            nested != init && nested != inside,
+            "{mode:?}: unshare -T inside: {nested} (sandbox {inside})"
+        );
+        let pids = descendants(bg.pid());
+        assert!(
+            pids.len() >= 3,
+            "{mode:?}: the sandbox's processes seen from the host: {pids:?}"
+        );
+        for pid in pids {
+            for link in ["time", "time_for_children"] {
+                let Ok(text) = std::fs::read_link(format!("/proc/{pid}/ns/{link}")) else {
+                    continue; // `timens` itself may have exited meanwhile
+                };
+                assert_eq!(
+                    text.to_string_lossy(),
+                    init,
+                    "{mode:?}: host view of sandboxed pid {pid} ns/{link}"
+                );
+            }
         }
         let f = bg.finish();
         assert!(f.status.success(), "{mode:?}: {} {}", f.status, f.stderr);
@@ -261,4 +272,31 @@ fn refuses_a_missing_command() {
         &["--monotonic", "3600", "--"],
         &["CMD"],
     );
+}
+
+/// Every live process below `pid` (found through each process's parent in /proc).
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            Some((p, after.split(' ').nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found
 }
