@@ -539,20 +539,7 @@ fn status_scope(daemon: &Daemon, peer_pid: u32) -> Option<u64> {
         .chain(daemon.sandboxes.iter().map(|sb| sb.mntns))
         .filter(|&m| m != 0)
         .collect();
-    let mut pid = peer_pid;
-    for _ in 0..64 {
-        if pid <= 1 {
-            return None;
-        }
-        let mntns = mntns_of(daemon, pid);
-        if sandboxed.contains(&mntns) {
-            return Some(mntns);
-        }
-        pid = pio::read_at(daemon.host_proc(), &format!("{pid}/stat"))
-            .ok()
-            .and_then(|t| pio::parse_ppid(&t))?;
-    }
-    None
+    crate::nsops::ancestor_mntns(daemon, peer_pid, |m| sandboxed.contains(&m))
 }
 
 fn status(daemon: &Daemon, scope: Option<u64>) -> Vec<NsStatus> {

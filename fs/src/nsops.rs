@@ -56,6 +56,23 @@ fn reply(ns: TaskNs) -> Response {
 /// The sandbox a host process belongs to: its mount namespace, or an ancestor's, is the
 /// sandbox's. Returns the sandbox and the process's pid in the sandbox's pid namespace.
 pub fn sandbox_of(daemon: &Daemon, host_pid: u32) -> Option<(Arc<Sandbox>, u32)> {
+    let mnt = ancestor_mntns(daemon, host_pid, |m| {
+        daemon.sandboxes.iter().any(|s| s.mntns == m)
+    })?;
+    let sb = daemon
+        .sandboxes
+        .iter()
+        .find(|s| s.mntns == mnt)
+        .map(|s| s.clone())?;
+    let ids = nspids(daemon.host_proc(), host_pid).ok()?;
+    let nspid = *ids.get(sb.pidns_level)?;
+    Some((sb, nspid))
+}
+
+/// The mount namespace of `host_pid`, or of its nearest ancestor, that `wanted` accepts (a
+/// process of a sandbox lives in the sandbox's mount namespace or below it: nested `unshare -m`);
+/// None once the walk reaches the host's init or a process that is gone.
+pub fn ancestor_mntns(daemon: &Daemon, host_pid: u32, wanted: impl Fn(u64) -> bool) -> Option<u64> {
     let proc = daemon.host_proc();
     let mut pid = host_pid;
     for _ in 0..64 {
@@ -65,15 +82,8 @@ pub fn sandbox_of(daemon: &Daemon, host_pid: u32) -> Option<(Arc<Sandbox>, u32)>
         let mnt = pio::stat_at(proc, &format!("{pid}/ns/mnt"), true)
             .ok()?
             .st_ino;
-        if let Some(sb) = daemon
-            .sandboxes
-            .iter()
-            .find(|s| s.mntns == mnt)
-            .map(|s| s.clone())
-        {
-            let ids = nspids(proc, host_pid).ok()?;
-            let nspid = *ids.get(sb.pidns_level)?;
-            return Some((sb, nspid));
+        if wanted(mnt) {
+            return Some(mnt);
         }
         pid = pio::read_at(proc, &format!("{pid}/stat"))
             .ok()
