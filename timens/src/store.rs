@@ -552,15 +552,7 @@ impl Store {
                     .map_err(|e| with_path(e, "setting the mode of state directory", dir))?;
             }
         }
-        let file = loop {
-            match OpenOptions::new().read(true).write(true).open(path) {
-                Ok(file) => break file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    create_file(path, slot_count, 0o600)?
-                }
-                Err(e) => return Err(with_path(e, "opening offset store", path)),
-            }
-        };
+        let file = open_creating(path, slot_count, 0o600, "opening offset store")?;
         sys::flock_exclusive_nonblocking(&file).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 io::Error::new(
@@ -747,27 +739,19 @@ impl Store {
         if state.views.contains_key(&key) {
             return Ok(());
         }
-        let file = loop {
-            match OpenOptions::new().read(true).write(true).open(path) {
-                Ok(file) => break file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
-                        // Only root may walk to the views: each sandbox reaches its own through
-                        // its bind mount.
-                        DirBuilder::new()
-                            .mode(0o700)
-                            .create(dir)
-                            .or_else(|e| match e.kind() {
-                                io::ErrorKind::AlreadyExists => Ok(()),
-                                _ => Err(e),
-                            })
-                            .map_err(|e| with_path(e, "creating the views directory", dir))?;
-                    }
-                    create_file(path, self.slot_count, 0o644)?
-                }
-                Err(e) => return Err(with_path(e, "opening offset store view", path)),
-            }
-        };
+        if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+            // Only root may walk to the views: each sandbox reaches its own through its bind
+            // mount.
+            DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| with_path(e, "creating the views directory", dir))?;
+        }
+        let file = open_creating(path, self.slot_count, 0o644, "opening offset store view")?;
         if read_layout(&file, path)? != self.slot_count {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -946,6 +930,18 @@ fn write_meta_in(map: &Mapping, slot_count: u32, index: u32, record: &MetaRecord
     // and no reference to the record exists (readers never touch the cold records); the writer
     // mutex the caller holds makes this the only writer.
     unsafe { ptr.write(*record) }
+}
+
+/// Opens the store file (or a view) at `path` read-write, creating it complete with
+/// `slot_count` slots and `mode` if it does not exist (see `create_file`).
+fn open_creating(path: &Path, slot_count: u32, mode: u32, what: &str) -> io::Result<File> {
+    loop {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => return Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_file(path, slot_count, mode)?,
+            Err(e) => return Err(with_path(e, what, path)),
+        }
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
