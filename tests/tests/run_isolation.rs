@@ -140,6 +140,19 @@ fn writing_a_foreign_process_file_leaves_the_writers_namespace_alone() {
     b.finish();
 }
 
+/// Runs `bash -c 'readlink /proc/self/ns/time; SCRIPT'` in sandbox A (`--boottime 3` and
+/// `mode`); returns A's namespace inum and what SCRIPT printed.
+fn in_sandbox_a(env: &Env, mode: &[&str], script: &str) -> (u64, String) {
+    let out = env.bash_ok(
+        &[&["--boottime", "3"][..], mode].concat(),
+        &format!("readlink /proc/self/ns/time; {script}"),
+    );
+    let (link, rest) = out
+        .split_once('\n')
+        .expect("A's ns/time link, then the output");
+    (parse_ns_link(link), rest.to_string())
+}
+
 /// `timens status` asked from inside sandbox A (plain and `--pid`) lists A's namespace and not
 /// B's: behind a pid namespace the kernel gives A no way to reach B's offsets, and without one
 /// only B's processes' own `timens_offsets` (which the overlay shows as the kernel would). From
@@ -151,15 +164,13 @@ fn status_from_inside_a_sandbox_lists_only_its_own_namespaces() {
     };
     let (mut b, _, b_inum) = start_b(&env);
     let script = format!(
-        "readlink /proc/self/ns/time; {} status --json --state-dir {}",
+        "{} status --json --state-dir {}",
         env.bins.timens.display(),
         env.state.path().display()
     );
     for mode in [&[][..], &["--pid"][..]] {
-        let a = env.bash_ok(&[&["--boottime", "3"][..], mode].concat(), &script);
-        let (link, json) = a.split_once('\n').expect("two parts");
-        let a_inum = parse_ns_link(link);
-        let listed: Vec<u64> = serde_json::from_str::<serde_json::Value>(json)
+        let (a_inum, json) = in_sandbox_a(&env, mode, &script);
+        let listed: Vec<u64> = serde_json::from_str::<serde_json::Value>(&json)
             .unwrap_or_else(|e| panic!("status JSON from A {mode:?}: {e}: {json}"))
             .as_array()
             .expect("array")
@@ -198,13 +209,11 @@ fn a_sandboxs_store_view_holds_its_own_namespaces_only() {
         return;
     };
     let (mut b, _, b_inum) = start_b(&env);
-    let script = "readlink /proc/self/ns/time; \
-                  setpriv --reuid=65534 --regid=65534 --clear-groups \
+    let script = "setpriv --reuid=65534 --regid=65534 --clear-groups \
                   od -An -v -tx1 /proc/.timens/store";
     for mode in [&[][..], &["--pid"][..]] {
-        let a = env.bash_ok(&[&["--boottime", "3"][..], mode].concat(), script);
-        let (link, hex) = a.split_once('\n').expect("two parts");
-        let a_inum = parse_ns_link(link) as u32;
+        let (a_inum, hex) = in_sandbox_a(&env, mode, script);
+        let a_inum = a_inum as u32;
         let bytes: Vec<u8> = hex
             .split_ascii_whitespace()
             .map(|h| u8::from_str_radix(h, 16).expect("od output"))
