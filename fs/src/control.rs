@@ -367,7 +367,7 @@ fn create_sandbox(
         fd_as_link,
         self_bound,
         by_nspid: Default::default(),
-        notifier: Default::default(),
+        outbox: Default::default(),
         alive: AtomicBool::new(true),
         mixed: AtomicBool::new(false),
         mixed_lock: Default::default(),
@@ -386,7 +386,8 @@ fn create_sandbox(
             .get(&peer_pid)
             .map(|r| r.ns.time)
             .unwrap_or(NsRef::Init);
-        daemon.track_with(
+        // Nothing to wait for: the sandbox has no session yet, so the kernel caches nothing.
+        let _ = daemon.track_with(
             &sb,
             peer_pid,
             nspid,
@@ -418,7 +419,7 @@ fn create_sandbox(
         Ok(s) => s,
         Err(e) => return Err(fail(daemon, format!("FUSE handshake failed: {e}"))),
     };
-    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.notifier());
+    sb.outbox.set(Some(session.notifier()));
     let d = daemon.clone();
     let sbc = sb.clone();
     let spawned = std::thread::Builder::new()
@@ -479,7 +480,7 @@ fn release(daemon: &Daemon, peer_uid: u32, inum: u32) -> Response {
 /// everything it held.
 fn end_sandbox(daemon: &Daemon, sb: &Sandbox) {
     sb.alive.store(false, Ordering::SeqCst);
-    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    sb.outbox.set(None);
     let tracked: Vec<u32> = sb.by_nspid.iter().map(|e| *e.value()).collect();
     for t in tracked {
         daemon.untrack(t);

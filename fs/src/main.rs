@@ -5,6 +5,7 @@
 //! kernel's process-events connector.
 
 mod control;
+mod notify;
 mod nsops;
 mod overlay;
 mod pio;
@@ -122,6 +123,10 @@ fn run(args: Args) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("proc-events".into())
             .spawn(move || d.event_loop())?;
+        let d = daemon.clone();
+        std::thread::Builder::new()
+            .name("notifier".into())
+            .spawn(move || d.notes.run())?;
         let d = daemon.clone();
         std::thread::Builder::new()
             .name("stat-refresh".into())

@@ -187,7 +187,9 @@ pub fn handle(
                 time: current.time,
                 tfc: new,
             };
-            daemon.track(&sb, peer, nspid, ns);
+            // The reply waits until the kernel forgot what it cached for the sandbox's
+            // single namespace (this thread holds nothing a FUSE request needs).
+            daemon.track(&sb, peer, nspid, ns).wait();
             reply(ns)
         }
         Setns { inum } => {
@@ -214,7 +216,7 @@ pub fn handle(
                 time: target,
                 tfc: target,
             };
-            daemon.track(&sb, peer, nspid, ns);
+            daemon.track(&sb, peer, nspid, ns).wait();
             reply(ns)
         }
         NewChildNs => {
@@ -255,7 +257,9 @@ pub fn handle(
                 .and_then(|ids| ids.get(sb.pidns_level).copied())
                 .unwrap_or(pid);
             let pid = host_child;
-            daemon.track(&sb, pid, child_nspid, TaskNs { time: ns, tfc: ns });
+            daemon
+                .track(&sb, pid, child_nspid, TaskNs { time: ns, tfc: ns })
+                .wait();
             reply(TaskNs { time: ns, tfc: ns })
         }
         other => err(libc::EINVAL, &format!("unexpected request {other:?}")),

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::notify::Page;
 use crate::pio;
 use crate::rootfile::RootFile;
 use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
@@ -366,32 +367,15 @@ impl Overlay {
             return;
         }
         // The store locks its page: a page read of it in progress needs another reader.
-        let _rescue = self.sb.readers.rescue();
-        let _ = self.notify("notify store", |n| n.store(ino, SPLICE_SIZE - 1, &[0]));
-    }
-
-    /// Sends a notification on this sandbox's FUSE session; failures are logged. ENOENT (the
-    /// kernel has no such inode cached: nothing to update) is not a failure worth logging.
-    /// Returns whether the notification reached the kernel.
-    fn notify(&self, what: &str, send: impl FnOnce(&fuser::Notifier) -> io::Result<()>) -> bool {
-        // A clone: the lock is not held while the notification waits (other threads that need
-        // the notifier may be waiting on requests that this thread is the one to answer).
-        let notifier = self
-            .sb
-            .notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match notifier.as_ref().map(send) {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                if e.raw_os_error() != Some(libc::ENOENT) {
-                    tracing::warn!(error = %e, "{what}");
-                }
-                false
-            }
-            None => false,
-        }
+        let rescue = self.sb.readers.rescue();
+        self.sb.outbox.pages_now(
+            &rescue,
+            Page::Store {
+                ino: ino.0,
+                offset: SPLICE_SIZE - 1,
+                bytes: &[0],
+            },
+        );
     }
 
     /// Renders `/proc/uptime` for namespace `ns` and makes it the published content if it
@@ -450,7 +434,7 @@ impl Overlay {
         }
         let (changed, ..) = self.publish_uptime(ns)?;
         if changed {
-            let _ = self.notify("notify inval inode", |n| n.inval_inode(ino, -1, 0));
+            self.sb.outbox.attrs_now(ino.0);
         }
         Ok(None)
     }
@@ -500,26 +484,55 @@ impl Overlay {
         // Rendered without the lock (a pread as the caller): another open meanwhile sees this
         // handle counted and reads directly, and this one then does too.
         let content = self.render(req, ino.0, key);
+        #[derive(PartialEq)]
+        enum Send {
+            Nothing,
+            Store,
+            Drop,
+        }
+        let (send, opened) = {
+            let mut pages = self.sb.stat_pages.lock();
+            let page = pages.get_mut(&ino.0)?;
+            let Ok(content) = &content else {
+                // The read reports the error (as procfs does: the open succeeds).
+                page.held = None;
+                return None;
+            };
+            if page.open != 1 {
+                return None;
+            }
+            let send = match &page.held {
+                Some(h) if h == content => Send::Nothing,
+                Some(h) if content.len() >= h.len() => Send::Store,
+                _ => Send::Drop,
+            };
+            if send != Send::Nothing {
+                // Unknown until the notification is through (sent without the lock).
+                page.held = None;
+            }
+            (send, page.opened)
+        };
+        let content = content.ok()?;
+        // No other handle was open, so no page read of this inode should be waiting for this
+        // daemon; the rescue answers one anyway (a handle opened meanwhile).
+        let sent = send == Send::Nothing || {
+            let rescue = self.sb.readers.rescue();
+            let outbox = &self.sb.outbox;
+            (send == Send::Store
+                && outbox.pages_now(
+                    &rescue,
+                    Page::Store {
+                        ino: ino.0,
+                        offset: 0,
+                        bytes: &content,
+                    },
+                ))
+                || outbox.pages_now(&rescue, Page::Drop { ino: ino.0 })
+        };
         let mut pages = self.sb.stat_pages.lock();
         let page = pages.get_mut(&ino.0)?;
-        let Ok(content) = content else {
-            // The read reports the error (as procfs does: the open succeeds).
-            page.held = None;
-            return None;
-        };
-        if page.open != 1 {
-            return None;
-        }
-        // No other handle is open, so no page read of this inode is waiting for this daemon:
-        // storing or dropping its pages cannot wait on one.
-        let kept = match &page.held {
-            Some(h) if *h == content => true,
-            Some(h) if content.len() >= h.len() => {
-                self.notify("notify store", |n| n.store(ino, 0, &content))
-            }
-            _ => false,
-        };
-        if !kept && !self.notify("notify inval inode", |n| n.inval_inode(ino, 0, -1)) {
+        if !sent || page.open != 1 || page.opened != opened {
+            // Another open came while the lock was free: what the kernel holds is unknown.
             page.held = None;
             return None;
         }

@@ -62,7 +62,8 @@ pub struct Readers {
 }
 
 /// A request being handled; dropped after its reply, where the thread may park.
-pub struct Busy<'a>(&'a Readers);
+/// The thread is marked as one FUSE requests wait for (see `notify::NoWait`) meanwhile.
+pub struct Busy<'a>(&'a Readers, #[allow(dead_code)] crate::notify::NoWait);
 
 /// A section of a handler that may wait on another reader.
 pub struct Rescue<'a>(&'a Readers);
@@ -92,7 +93,7 @@ impl Readers {
         batch_once();
         self.begun.fetch_add(1, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(self)
+        Busy(self, crate::notify::NoWait::enter())
     }
 
     /// Makes every parked thread read again until the returned guard drops.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use timens::store::{SlotMeta, SlotRef, Store};
 use timens_sys::procconn::{ProcConnector, ProcEvent};
 
+use crate::notify::{Entry, NoWait, Ticket};
 use crate::pio;
 
 /// A time namespace: the initial one, or an emulated one living in a store slot.
@@ -73,7 +74,9 @@ pub struct Sandbox {
     pub tgid_cache: DashMap<u32, u32>,
     /// Sandbox tid -> host tid of tracked tasks.
     pub by_nspid: DashMap<u32, u32>,
-    pub notifier: Mutex<Option<fuser::Notifier>>,
+    /// The session's notification channel (see `notify`: only entry invalidations posted to
+    /// the daemon's notifier thread, and the two kinds a handler may send itself).
+    pub outbox: crate::notify::Outbox,
     pub alive: AtomicBool,
     /// Set for good once a member may be outside the sandbox's own namespaces (a task was
     /// tracked). Until then every member's `/proc/.timens/time` and `time_for_children` name
@@ -104,50 +107,37 @@ impl Sandbox {
         self.procfs.as_fd()
     }
 
-    /// Records that a member may be outside the sandbox's namespaces, and makes the kernel
-    /// forget the entries it may have cached while that was not so (`/proc/.timens/time*`, and
-    /// `PID/stat` links to the kernel's file); from then on they are looked up per caller.
-    /// Returns once the kernel has dropped them, so a reply sent after this (to the unshare or
-    /// setns that caused it) cannot be overtaken by a child reading the old entry.
-    ///
-    /// Called from control requests, which hold no lock a FUSE request could need: the
-    /// invalidation waits for lookups in progress in that directory. Process events only ever
-    /// track children of tracked tasks, when the flag is already set, so they never send it.
-    pub fn mark_mixed(&self) {
+    /// Records that a member may be outside the sandbox's namespaces, and posts the
+    /// invalidations that make the kernel forget the entries it may have cached while that was
+    /// not so (`/proc/.timens/time*`, and `PID/stat` links to the kernel's file); from then on
+    /// they are looked up per caller. The ticket completes once the kernel has dropped them: a
+    /// control request waits for it before its reply (to the unshare or setns that caused it),
+    /// so a child cannot read the old entry after it. Process events only ever track children
+    /// of tracked tasks, when the flag is already set, so they get a ticket with nothing to do.
+    pub fn mark_mixed(&self, notes: &crate::notify::Notes) -> crate::notify::Ticket {
         if self.mixed.load(Ordering::Acquire) {
-            return;
+            return crate::notify::Ticket::done();
         }
         {
             let _w = self.mixed_lock.write().unwrap_or_else(|e| e.into_inner());
             self.mixed.store(true, Ordering::Release);
         }
-        // A clone: the invalidation may wait, and other requests need the notifier meanwhile.
-        let notifier = self
-            .notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let stat_dirs = std::mem::take(
             &mut *self
                 .kernel_stat_dirs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        let Some(n) = notifier else { return };
-        let entries = [
-            (crate::overlay::HIDDEN_DIR_INO, "time"),
-            (crate::overlay::HIDDEN_DIR_INO, "time_for_children"),
-        ]
-        .into_iter()
-        .chain(stat_dirs.into_iter().map(|dir| (dir, "stat")));
-        for (dir, name) in entries {
-            if let Err(e) = n.inval_entry(fuser::INodeNo(dir), std::ffi::OsStr::new(name)) {
-                // ENOENT: the kernel no longer has it.
-                if e.raw_os_error() != Some(libc::ENOENT) {
-                    tracing::warn!(error = %e, dir, name, "invalidating an entry");
-                }
-            }
-        }
+        let hidden = crate::overlay::HIDDEN_DIR_INO;
+        let entries = [(hidden, "time"), (hidden, "time_for_children")]
+            .into_iter()
+            .chain(stat_dirs.into_iter().map(|dir| (dir, "stat")))
+            .map(|(parent, name)| crate::notify::Entry {
+                parent,
+                name: name.into(),
+            })
+            .collect();
+        notes.post(&self.outbox, entries)
     }
 }
 
@@ -168,6 +158,8 @@ pub struct Daemon {
     own_creds: Option<timens_sys::creds::Creds>,
     /// Re-renders page-cached `PID/stat` files kept open (see `statpage`).
     pub refresh: crate::statpage::Refresher,
+    /// Entry invalidations waiting for the notifier thread (see `notify`).
+    pub notes: crate::notify::Notes,
 }
 
 /// Host pid → its ids in every pid namespace from the host's down (`NSpid:`).
@@ -206,6 +198,7 @@ impl Daemon {
                 .and_then(|t| timens_sys::creds::parse_status(&t)),
             host_proc,
             refresh: Default::default(),
+            notes: Default::default(),
         }
     }
 
@@ -353,20 +346,29 @@ impl Daemon {
         ns
     }
 
-    /// Record a task whose namespaces differ from its sandbox's default.
-    pub fn track(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs) {
+    /// Record a task whose namespaces differ from its sandbox's default. The ticket is the first
+    /// such task's invalidations (see [`Sandbox::mark_mixed`]): a control request waits for it
+    /// before it answers; the events path drops it.
+    pub fn track(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs) -> Ticket {
         self.track_with(sb, host_tid, nspid, ns, 0)
     }
 
-    pub fn track_with(&self, sb: &Sandbox, host_tid: u32, nspid: u32, ns: TaskNs, skip_execs: u32) {
+    pub fn track_with(
+        &self,
+        sb: &Sandbox,
+        host_tid: u32,
+        nspid: u32,
+        ns: TaskNs,
+        skip_execs: u32,
+    ) -> Ticket {
         let starttime = pio::stat_start_and_state(self.host_proc(), &host_tid.to_string())
             .map(|(s, _)| s)
             .unwrap_or(0);
         if ns == sb.default_ns() {
             self.untrack(host_tid);
-            return;
+            return Ticket::done();
         }
-        sb.mark_mixed();
+        let ticket = sb.mark_mixed(&self.notes);
         self.tasks.insert(
             host_tid,
             TaskRec {
@@ -378,6 +380,7 @@ impl Daemon {
             },
         );
         sb.by_nspid.insert(nspid, host_tid);
+        ticket
     }
 
     pub fn untrack(&self, host_tid: u32) {
@@ -393,6 +396,8 @@ impl Daemon {
     pub fn sync_events(&self) {
         let Some(conn) = &self.conn else { return };
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // FUSE handlers wait for this lock: its holder never waits for a notification.
+        let _no_wait = NoWait::enter();
         let mut events = Vec::new();
         {
             let c = conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -470,7 +475,8 @@ impl Daemon {
                     Ok(ids) => ids.get(sb.pidns_level).copied().unwrap_or(child_pid),
                     Err(_) => return, // already gone
                 };
-                self.track(&sb, child_pid, nspid, child_ns);
+                // Not waited for: FUSE handlers wait for this thread (see `notify`).
+                let _ = self.track(&sb, child_pid, nspid, child_ns);
             }
             ProcEvent::Exec { pid, tgid } => {
                 let key = if self.tasks.contains_key(&pid) {
@@ -532,20 +538,15 @@ impl Daemon {
                 }
             };
             sb.tgid_cache.remove(&nspid);
-            if !leader {
-                continue;
-            }
-            // A clone: the invalidation waits for lookups in progress, and the requests that
-            // answer them may need the notifier meanwhile.
-            let notifier = sb
-                .notifier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(n) = notifier {
-                let _ = n.inval_entry(
-                    fuser::INodeNo::ROOT,
-                    std::ffi::OsStr::new(&nspid.to_string()),
+            if leader {
+                // Posted, not sent: this runs under the events lock, and the invalidation waits
+                // for lookups in the root, whose handlers may wait for that lock.
+                let _ = self.notes.post(
+                    &sb.outbox,
+                    vec![Entry {
+                        parent: fuser::INodeNo::ROOT.0,
+                        name: nspid.to_string().into(),
+                    }],
                 );
             }
         }

@@ -42,6 +42,9 @@ pub struct StatPage {
     pub held: Option<Vec<u8>>,
     /// Open handles of the inode, page-cached or not.
     pub open: u32,
+    /// Handles ever opened: an open that decided with the lock and sent its notification
+    /// without it finds out, on taking the lock again, whether another open came meanwhile.
+    pub opened: u64,
     /// The page-cached handle, while it is open, and the length of its content.
     pub cached_fh: Option<u64>,
     pub cached_len: u64,
@@ -80,6 +83,7 @@ impl StatPages {
         let mut m = self.lock();
         let p = m.entry(ino).or_default();
         p.open += 1;
+        p.opened += 1;
         if p.open > 1 {
             p.held = None;
         }
@@ -184,16 +188,5 @@ fn refresh(sb: &Sandbox, ino: u64, fh: u64) {
     if !sb.stat_pages.is_cached(ino, fh) {
         return;
     }
-    let notifier = sb
-        .notifier
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if let Some(n) = notifier {
-        if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                tracing::warn!(error = %e, "notify inval inode (PID/stat refresh)");
-            }
-        }
-    }
+    sb.outbox.attrs_now(ino);
 }
