@@ -1337,26 +1337,35 @@ impl Overlay {
         let tfc = self.daemon.other_task_ns(&self.sb, pid).tfc;
         let alive = matches!(pio::stat_start_and_state(self.procfs(), &pid.to_string()),
             Ok((s, st)) if s == start && st != b'Z' && st != b'X');
-        let target = alive.then(|| timens::write::WriteTarget {
-            offsets: self.daemon.offsets(tfc),
-            frozen: self.daemon.is_frozen(tfc),
-        });
         let mut now = |c: procview::Clock| match c {
             procview::Clock::Monotonic => pio::clock_now(libc::CLOCK_MONOTONIC),
             procview::Clock::Boottime => pio::clock_now(libc::CLOCK_BOOTTIME),
         };
-        let (offsets, count) =
-            timens::write::decide_write(pos, data, target.as_ref(), cap, &mut now)
-                .map_err(|e| e.errno())?;
-        match tfc {
-            NsRef::Slot(s) => {
-                if !self.daemon.store.set_offsets(s, offsets) {
-                    return Err(libc::ESRCH);
-                }
-            }
-            NsRef::Init => return Err(libc::EACCES),
+        let mut count = 0;
+        let mut decide = |offsets, frozen| {
+            let target = alive.then_some(timens::write::WriteTarget { offsets, frozen });
+            timens::write::decide_write(pos, data, target.as_ref(), cap, &mut now).map(
+                |(offsets, n)| {
+                    count = n;
+                    offsets
+                },
+            )
+        };
+        let decided = match tfc {
+            // The frozen check and the update in one step (see `Store::update`).
+            NsRef::Slot(s) => self.daemon.store.update(s, decide),
+            // The initial namespace: always frozen (C2), never written.
+            NsRef::Init => Some(
+                decide(procview::Offsets::ZERO, true).and(Err(timens::write::WriteError::Acces)),
+            ),
+        };
+        match decided {
+            Some(Ok(_)) => Ok(count),
+            Some(Err(e)) => Err(e.errno()),
+            // Released meanwhile: the namespace's last task is gone (after the parse, E8.4).
+            None => Err(timens::write::decide_write(pos, data, None, cap, &mut now)
+                .map_or_else(|e| e.errno(), |_| libc::ESRCH)),
         }
-        Ok(count)
     }
 }
 

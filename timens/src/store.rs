@@ -661,9 +661,34 @@ impl Store {
     }
 
     /// Replace the slot's offsets (a seqlocked write); `false` if the slot is stale. Whether the
-    /// write is allowed (frozen, range, capability) is [`crate::write::decide_write`]'s job.
+    /// write is allowed (frozen, range, capability) is [`crate::write::decide_write`]'s job: a
+    /// write that depends on the current offsets or the frozen flag goes through [`Self::update`].
     pub fn set_offsets(&self, slot: SlotRef, offsets: Offsets) -> bool {
         self.update_live(slot, |s| s.store_offsets(offsets))
+    }
+
+    /// Read, decide and write in one step under the writer mutex, as the kernel holds its
+    /// offset lock across a `timens_offsets` write's frozen check and its update (E8.7): no
+    /// freeze (a first member entering) and no other write can come between what `decide` saw
+    /// and what it wrote. `decide` gets the offsets and the frozen flag and returns the new
+    /// offsets to store, or an error that changes nothing. `None` if the slot is stale.
+    pub fn update<E>(
+        &self,
+        slot: SlotRef,
+        decide: impl FnOnce(Offsets, bool) -> Result<Offsets, E>,
+    ) -> Option<Result<Offsets, E>> {
+        let mut guard = self.lock();
+        let hot = slot_at(&self.map, self.slot_count, slot.index)?;
+        let raw = hot.load_relaxed();
+        if !raw.is_live(slot) {
+            return None;
+        }
+        let decided = decide(raw.offsets, raw.flags & FLAG_FROZEN != 0);
+        if let Ok(offsets) = decided {
+            hot.write(|s| s.store_offsets(offsets));
+            self.mirror(&mut guard, slot.index);
+        }
+        Some(decided)
     }
 
     /// Mark the namespace's offsets frozen (C1); `false` if the slot is stale.
