@@ -49,6 +49,13 @@ pub extern "C" fn after_fork_in_child() {
 }
 
 /// One request to the daemon. `Err(errno)` is what the emulated system call fails with.
+/// Asks the daemon which namespaces this process is in. It handles the process events queued
+/// before it answers, so this process's entry into its namespace (a fork into a pending
+/// time_for_children) is registered, and the namespace frozen (B2), once this returns.
+pub fn confirm_membership() {
+    let _ = ask(&Request::WhoAmI);
+}
+
 fn ask(req: &Request) -> Result<(NsSlot, NsSlot), i32> {
     match wire::call(state::CONTROL_PATH, req) {
         Ok(wire::Answer::Ns { time, tfc }) => Ok((time, tfc)),

@@ -332,12 +332,25 @@ fn offsets_slow() -> Option<Offsets> {
     if v == NO_SLOT {
         return None;
     }
-    let offsets = store.offsets(unpack(v)).map(|(offsets, _frozen)| offsets);
-    if let Some(o) = offsets {
-        publish_copy(v, o);
+    let (mut offsets, mut frozen) = store.offsets(unpack(v))?;
+    if !frozen && ASKED.swap(v, Ordering::Relaxed) != v {
+        // This process is in a namespace not frozen yet: its entry (a fork into
+        // time_for_children, B1) may still be queued for the daemon, and a `timens_offsets`
+        // write could then be accepted after this read, as the kernel never would (B2). The
+        // daemon handles every queued process event before it answers, which freezes the
+        // namespace; only then is what this process reads final. Asked once per namespace.
+        crate::ns::confirm_membership();
+        (offsets, frozen) = store.offsets(unpack(v))?;
     }
-    offsets
+    // Only frozen offsets are copied: they never change again.
+    if frozen {
+        publish_copy(v, offsets);
+    }
+    Some(offsets)
 }
+
+/// The TIME value [`offsets_slow`] last asked the daemon about.
+static ASKED: AtomicU64 = AtomicU64::new(NO_SLOT);
 
 /// The clock path's copies of the current namespace's offsets. A namespace's offsets are
 /// frozen from its first member's entry on (C1), and this process is a member of the one TIME
