@@ -1,56 +1,89 @@
-//! The control socket: `timens` asks for sandboxes and status here.
+//! The control socket server: one thread accepts and reads every connection, a fixed pool of
+//! workers runs the complete requests.
 //!
-//! Who is asking is taken from the kernel (`SO_PEERCRED`) and the asker's /proc entry, never
-//! from the request.
+//! The socket is mode 0666 (the clock library connects from processes of any uid), so every
+//! resource a client can make the daemon spend is bounded, whatever the number of clients
+//! (`limits.rs` has the numbers):
+//!
+//! - No thread per connection. The poller thread accepts, takes the peer's credentials
+//!   (`SO_PEERCRED`, at accept: the process that connected), and reads each nonblocking
+//!   connection (epoll) into a buffer of its own until the request line is complete.
+//! - Per connection: at most [`REQUEST_MAX`](timens_proto::REQUEST_MAX) bytes (more: an EMSGSIZE
+//!   answer, closed), at most [`REQUEST_FDS_MAX`](timens_proto::REQUEST_FDS_MAX) passed fds (more:
+//!   they are closed, an EINVAL answer, closed), and a deadline from accept to a complete request
+//!   (2 s; 10 s for root, which connects before it mounts): then an ETIMEDOUT answer, closed.
+//! - Open connections per non-root uid (32) and for all non-root uids together (256); root has
+//!   a budget of its own (256). A connection beyond its limit gets an EAGAIN answer and is closed
+//!   at once. A connection counts until its answer is written.
+//! - Complete requests wait for one of 6 workers. Root's requests are taken first, and at most
+//!   4 non-root requests run at once, so two workers are always root's: `timens run`, the OCI
+//!   hook and re-attach never wait behind an unprivileged peer's requests. Workers may block (a
+//!   new sandbox waits for the FUSE INIT handshake of a mount its requester already made, which
+//!   needs no control worker); writing an answer has a deadline too (2 s).
+//!
+//! Who may ask what (decided from the peer's credentials, never from the request):
+//!
+//! | request | who |
+//! |---|---|
+//! | `ping` | anyone |
+//! | `status` | anyone: all namespaces from outside every sandbox (as the host's /proc shows every process's `timens_offsets`), only its own sandbox's from inside one (`status.rs`) |
+//! | `create_sandbox` | uid 0 with CAP_SYS_ADMIN (it creates a namespace and serves a mount) |
+//! | `release`, `open_fuse` | uid 0 |
+//! | `unshare`, `setns`, `new_child_ns`, `place_child`, `who_am_i` | a process in a sandbox, with what the kernel would require of the same call (CAP_SYS_ADMIN, a single thread, its own child: `nsops.rs`) |
+//!
+//! uid 0 is trusted as the kernel trusts it: a sandbox's root (no user namespace) shares root's
+//! budget and queue.
 
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use timens::store::SlotMeta;
-use timens_proto::{NsStatus, Offset, Request, Response};
+use timens_proto::{Request, Response};
+use timens_sys::sock::{peer_credentials, Epoll};
 
+use super::limits::{Class, ConnCounts, Framed, Framer, JobQueue, Limits, Refusal};
+use super::{housekeeping, sandbox, status};
 use crate::nsops::Pending;
-use crate::overlay::Overlay;
-use crate::pio;
-use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
+use crate::state::Daemon;
 
-use crate::nsops::CAP_SYS_ADMIN;
-
-fn peer_pid_uid(sock: &UnixStream) -> io::Result<(u32, u32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid out-pointers of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((cred.pid as u32, cred.uid))
+/// Who connected, from `SO_PEERCRED` (host ids: the daemon runs in the initial namespaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
 }
 
-fn error(errno: i32, message: impl Into<String>) -> Response {
+/// A response and the fds that go with it.
+pub struct Answer {
+    pub resp: Response,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl From<Response> for Answer {
+    fn from(resp: Response) -> Answer {
+        Answer {
+            resp,
+            fds: Vec::new(),
+        }
+    }
+}
+
+pub fn error(errno: i32, message: impl Into<String>) -> Response {
     Response::Error {
         errno,
         message: message.into(),
     }
 }
+
+/// Runs one request; the fds are those the request carried.
+pub type Handler = dyn Fn(Peer, Request, Vec<OwnedFd>) -> Answer + Send + Sync;
 
 /// Serves the control socket until SIGTERM/SIGINT (or idle exit).
 pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Result<()> {
@@ -59,14 +92,12 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
     // by a killed daemon is stale.
     let _ = std::fs::remove_file(&sock_path);
     let listener = UnixListener::bind(&sock_path)?;
-    // Anyone may ask for status; creating sandboxes is checked per request.
+    // Anyone may connect: see the module doc for who may ask what.
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666))?;
     let pidfile = state_dir.join(timens_proto::PIDFILE_NAME);
     std::fs::write(&pidfile, format!("{}\n", std::process::id()))?;
     tracing::info!(socket = %sock_path.display(), pid = std::process::id(), "timensfs ready");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let pending: Arc<Pending> = Arc::new(Pending::default());
     {
         let (sock_path, pidfile) = (sock_path.clone(), pidfile.clone());
         std::thread::Builder::new()
@@ -84,70 +115,38 @@ pub fn serve(daemon: Arc<Daemon>, state_dir: &Path, idle_exit: u64) -> io::Resul
                 std::process::exit(0);
             })?;
     }
-    {
-        let daemon = daemon.clone();
-        let (sock_path, pidfile, stop) = (sock_path.clone(), pidfile.clone(), stop.clone());
-        let pending = pending.clone();
-        let mut reattacher = Reattacher::new(state_dir);
-        std::thread::Builder::new()
-            .name("housekeeping".into())
-            .spawn(move || {
-                let mut idle_since = Instant::now();
-                loop {
-                    // First pass right away: sandboxes of a previous daemon get /proc back fast.
-                    reattacher.run(&daemon);
-                    std::thread::sleep(Duration::from_millis(500));
-                    reap_dead_namespaces(&daemon);
-                    crate::nsops::collect_garbage(&daemon, &pending);
-                    // Taken before the store's lock, which is never held around the map's.
-                    let served: std::collections::HashSet<u64> =
-                        daemon.sandboxes.iter().map(|s| s.mntns).collect();
-                    daemon
-                        .store
-                        .close_unused_views(&views_dir(&daemon), |k| served.contains(&k));
-                    if !daemon.sandboxes.is_empty() || !daemon.store.live().is_empty() {
-                        idle_since = Instant::now();
-                    } else if idle_exit > 0
-                        && idle_since.elapsed() >= Duration::from_secs(idle_exit)
-                    {
-                        tracing::info!("idle: exiting");
-                        stop.store(true, Ordering::SeqCst);
-                        let _ = std::fs::remove_file(&sock_path);
-                        let _ = std::fs::remove_file(&pidfile);
-                        std::process::exit(0);
-                    }
-                }
-            })?;
-    }
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(conn) = conn else { continue };
-        let daemon = daemon.clone();
-        let pending = pending.clone();
-        let _ = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                if let Err(e) = handle(&daemon, &pending, &conn) {
-                    tracing::debug!(error = %e, "control connection failed");
-                }
-            });
-    }
-    Ok(())
+    let pending: Arc<Pending> = Arc::new(Pending::default());
+    housekeeping::spawn(
+        daemon.clone(),
+        pending.clone(),
+        state_dir,
+        idle_exit,
+        [sock_path, pidfile],
+    )?;
+    let handler: Arc<Handler> =
+        Arc::new(move |peer, req, fds| dispatch(&daemon, &pending, peer, req, fds));
+    let mut server = Server::start(listener, Limits::default(), handler)?;
+    server.run(&AtomicBool::new(false))
 }
 
-fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Result<()> {
-    let (peer_pid, peer_uid) = peer_pid_uid(conn)?;
-    let (req, fds) = timens_proto::read_request(conn)?;
-    let resp = match req {
+/// Sends a request to the code that answers it.
+fn dispatch(
+    daemon: &Arc<Daemon>,
+    pending: &Pending,
+    peer: Peer,
+    req: Request,
+    fds: Vec<OwnedFd>,
+) -> Answer {
+    match req {
         Request::Ping => Response::Pong {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-        },
+        }
+        .into(),
         Request::Status => Response::Status {
-            namespaces: status(daemon, status_scope(daemon, peer_pid)),
-        },
+            namespaces: status::status(daemon, status::status_scope(daemon, peer.pid)),
+        }
+        .into(),
         Request::CreateSandbox {
             monotonic,
             boottime,
@@ -157,7 +156,7 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
             attach_inum,
             self_bound,
         } => {
-            let req = CreateReq {
+            let req = sandbox::CreateReq {
                 monotonic,
                 boottime,
                 for_children,
@@ -166,512 +165,410 @@ fn handle(daemon: &Arc<Daemon>, pending: &Pending, conn: &UnixStream) -> io::Res
                 attach_inum,
                 self_bound,
             };
-            match create_sandbox(daemon, peer_pid, peer_uid, fds, req) {
-                Ok((inum, view)) => {
-                    return timens_proto::write_response_fds(
-                        conn,
-                        &Response::Created { inum },
-                        &[std::os::fd::AsFd::as_fd(&view)],
-                    );
-                }
-                Err(r) => r,
+            match sandbox::create_sandbox(daemon, peer.pid, peer.uid, fds, req) {
+                Ok((inum, view)) => Answer {
+                    resp: Response::Created { inum },
+                    fds: vec![view],
+                },
+                Err(r) => r.into(),
             }
         }
-        Request::Release { inum } => release(daemon, peer_uid, inum),
-        Request::OpenFuse => {
-            if peer_uid != 0 {
-                error(libc::EPERM, "opening /dev/fuse for a caller needs root")
-            } else {
-                match std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/fuse")
-                {
-                    Ok(f) => {
-                        let fd: OwnedFd = f.into();
-                        return timens_proto::write_response_fds(
-                            conn,
-                            &Response::FuseFd,
-                            &[std::os::fd::AsFd::as_fd(&fd)],
-                        );
-                    }
-                    Err(e) => error(
-                        e.raw_os_error().unwrap_or(libc::EIO),
-                        format!("/dev/fuse: {e}"),
-                    ),
-                }
-            }
-        }
-        other => crate::nsops::handle(daemon, pending, peer_pid, other),
-    };
-    timens_proto::write_response(conn, &resp)
-}
-
-struct CreateReq {
-    monotonic: Offset,
-    boottime: Offset,
-    for_children: bool,
-    label: String,
-    anchor_pid: Option<u32>,
-    attach_inum: Option<u32>,
-    self_bound: bool,
-}
-
-fn mntns_of(daemon: &Daemon, pid: u32) -> u64 {
-    pio::stat_at(daemon.host_proc(), &format!("{pid}/ns/mnt"), true)
-        .map(|st| st.st_ino)
-        .unwrap_or(0)
-}
-
-fn create_sandbox(
-    daemon: &Arc<Daemon>,
-    peer_pid: u32,
-    peer_uid: u32,
-    fds: Vec<OwnedFd>,
-    req: CreateReq,
-) -> Result<(u32, OwnedFd), Response> {
-    let CreateReq {
-        monotonic,
-        boottime,
-        for_children,
-        mut label,
-        anchor_pid,
-        attach_inum,
-        self_bound,
-    } = req;
-    // F4: creating a namespace needs CAP_SYS_ADMIN; serving a mount needs root as well.
-    let creds = timens_sys::creds::read_creds(daemon.host_proc(), peer_pid, daemon.own_user_ns)
-        .map_err(|e| {
-            error(
-                libc::EPERM,
-                format!("cannot read the caller's credentials: {e}"),
-            )
-        })?;
-    if peer_uid != 0 || !creds.has_cap(CAP_SYS_ADMIN) {
-        return Err(error(
-            libc::EPERM,
-            "creating a time namespace needs root with CAP_SYS_ADMIN",
-        ));
-    }
-    let [fuse_fd, procfs]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
-        error(
-            libc::EINVAL,
-            "create_sandbox needs two fds: /dev/fuse and the sandbox's procfs",
-        )
-    })?;
-    let offsets = procview::Offsets {
-        monotonic: procview::Timespec::new(monotonic.sec, monotonic.nsec),
-        boottime: procview::Timespec::new(boottime.sec, boottime.nsec),
-    };
-    for (clock, val) in [
-        (procview::Clock::Monotonic, offsets.monotonic),
-        (procview::Clock::Boottime, offsets.boottime),
-    ] {
-        if !(0..1_000_000_000).contains(&val.nsec) {
-            return Err(error(
-                libc::EINVAL,
-                format!("{} offset: nanoseconds must be 0..999999999", clock.name()),
-            ));
-        }
-        if !Daemon::offset_in_range(clock, val) {
-            return Err(error(
-                libc::ERANGE,
-                format!(
-                    "{} offset {}.{:09} is out of range for this host's clock",
-                    clock.name(),
-                    val.sec,
-                    val.nsec
-                ),
-            ));
-        }
-    }
-    // The overlay was mounted by the peer: FUSE numbers pids in the peer's pid namespace.
-    let ids =
-        nspids(daemon.host_proc(), peer_pid).map_err(|e| error(libc::ESRCH, e.to_string()))?;
-    let pidns_level = ids.len().saturating_sub(1);
-    let nspid = *ids.last().unwrap_or(&peer_pid);
-    let anchor = anchor_pid.unwrap_or(peer_pid);
-    let mntns_inum = mntns_of(daemon, peer_pid);
-    if anchor != peer_pid && mntns_of(daemon, anchor) != mntns_inum {
-        return Err(error(
-            libc::EPERM,
-            format!("process {anchor} is not in the caller's mount namespace"),
-        ));
-    }
-    let (anchor_starttime, _) = pio::stat_start_and_state(daemon.host_proc(), &anchor.to_string())
-        .map_err(|e| error(libc::ESRCH, format!("process {anchor}: {e}")))?;
-    let attached = match attach_inum {
-        None => None,
-        Some(inum) => {
-            let snap = daemon
-                .store
-                .live()
-                .into_iter()
-                .find(|s| s.inum == inum && s.meta.mntns_inum == mntns_inum)
-                .ok_or_else(|| {
-                    error(
-                        libc::ENOENT,
-                        format!("no namespace time:[{inum}] belongs to this mount namespace"),
-                    )
-                })?;
-            if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
-                return Err(error(
-                    libc::EBUSY,
-                    format!("time:[{inum}] is already served"),
-                ));
-            }
-            label = snap.meta.label.clone();
-            Some(snap.slot)
-        }
-    };
-    let meta = SlotMeta {
-        anchor_pid: anchor,
-        anchor_starttime,
-        mntns_inum,
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        label: label.clone(),
-    };
-    // Without --for-children the creator enters at once (it execs the command next): frozen (B2).
-    let slot = match attached {
-        Some(slot) => slot,
-        None => daemon
-            .create_namespace(offsets, !for_children, meta)
-            .map_err(|e| {
-                error(
-                    e.raw_os_error().unwrap_or(libc::ENOSPC),
-                    format!("no namespace slot: {e}"),
-                )
-            })?,
-    };
-    let fd_as_link = sb_label_is_oci(&label);
-    let threads: u32 = std::env::var("TIMENSFS_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(2);
-    // A second descriptor of the connection: parked session threads watch it for its end.
-    let dev = fuse_fd.try_clone().ok();
-    let sb = Arc::new(Sandbox {
-        id: daemon.next_sandbox_id(),
-        ns: slot,
-        label,
-        procfs,
-        pidns_level,
-        mntns: mntns_inum,
-        tgid_cache: Default::default(),
-        host_uptime: Default::default(),
-        host_stat: Default::default(),
-        fd_as_link,
-        self_bound,
-        by_nspid: Default::default(),
-        notifier: Default::default(),
-        alive: AtomicBool::new(true),
-        mixed: AtomicBool::new(false),
-        mixed_lock: Default::default(),
-        kernel_stat_dirs: Default::default(),
-        stat_pages: Default::default(),
-        readers: crate::readers::Readers::new(threads, dev),
-    });
-    daemon.sandboxes.insert(sb.id, sb.clone());
-    if for_children && attached.is_none() {
-        // Events about this process from before now (its own exec of `timens`) must not be
-        // mistaken for the exec of CMD that comes next.
-        daemon.sync_events();
-        // The creator keeps its namespace; the new one is its time_for_children (A1).
-        let current = daemon
-            .tasks
-            .get(&peer_pid)
-            .map(|r| r.ns.time)
-            .unwrap_or(NsRef::Init);
-        daemon.track_with(
-            &sb,
-            peer_pid,
-            nspid,
-            TaskNs {
-                time: current,
-                tfc: NsRef::Slot(slot),
+        Request::Release { inum } => sandbox::release(daemon, peer.uid, inum).into(),
+        Request::OpenFuse => match sandbox::open_fuse(peer.uid) {
+            Ok(fd) => Answer {
+                resp: Response::FuseFd,
+                fds: vec![fd],
             },
-            1,
-        );
+            Err(r) => r.into(),
+        },
+        other => crate::nsops::handle(daemon, pending, peer.pid, other, fds).into(),
     }
-    let fail = |daemon: &Arc<Daemon>, msg: String| {
-        daemon.sandboxes.remove(&sb.id);
-        daemon.untrack(peer_pid);
-        if attached.is_none() {
-            daemon.store.release(slot);
-        }
-        error(libc::EIO, msg)
-    };
-    let view = match open_view(daemon, mntns_inum) {
-        Ok(fd) => fd,
-        Err(e) => return Err(fail(daemon, format!("offset store view: {e}"))),
-    };
-    let overlay = Overlay::new(daemon.clone(), sb.clone());
-    let mut config = fuser::Config::default();
-    config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(threads as usize);
-    config.clone_fd = true;
-    let session = match fuser::Session::from_fd(overlay, fuse_fd, fuser::SessionACL::All, config) {
-        Ok(s) => s,
-        Err(e) => return Err(fail(daemon, format!("FUSE handshake failed: {e}"))),
-    };
-    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.notifier());
-    let d = daemon.clone();
-    let sbc = sb.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("sandbox-{}", sb.id))
-        .spawn(move || {
-            if let Err(e) = session.run() {
-                tracing::warn!(sandbox = sbc.id, error = %e, "FUSE session ended with an error");
+}
+
+/// A connection counted in [`ConnCounts`] until this is dropped (with the connection).
+struct Admitted {
+    counts: Arc<Mutex<ConnCounts>>,
+    uid: u32,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        lock(&self.counts).release(self.uid);
+    }
+}
+
+fn lock(counts: &Mutex<ConnCounts>) -> std::sync::MutexGuard<'_, ConnCounts> {
+    counts.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection whose request is still being read.
+struct Reading {
+    stream: UnixStream,
+    peer: Peer,
+    class: Class,
+    framer: Framer,
+    fds: Vec<OwnedFd>,
+    deadline: Instant,
+    _admitted: Admitted,
+}
+
+/// A complete request waiting for (or run by) a worker.
+struct Job {
+    stream: UnixStream,
+    peer: Peer,
+    line: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    _admitted: Admitted,
+}
+
+/// What reading a connection came to.
+enum Read {
+    /// Nothing more to read now.
+    Wait,
+    Complete(Vec<u8>),
+    Refuse(i32, String),
+    /// End of stream or a socket error: closed without an answer.
+    Gone,
+}
+
+/// The epoll token of the listening socket; connections get 1, 2, ...
+const LISTENER: u64 = 0;
+/// The longest the poller sleeps (how soon it sees `stop`).
+const TICK: Duration = Duration::from_millis(250);
+/// How long accepting pauses when the daemon is out of fds.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The socket server: the poller (run by [`run`](Server::run) on the caller's thread) and the
+/// worker pool (started by [`start`](Server::start), ended on drop).
+pub struct Server {
+    listener: UnixListener,
+    limits: Limits,
+    counts: Arc<Mutex<ConnCounts>>,
+    queue: Arc<JobQueue<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(
+        listener: UnixListener,
+        limits: Limits,
+        handler: Arc<Handler>,
+    ) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let queue = Arc::new(JobQueue::new(limits.user_workers));
+        let mut workers = Vec::new();
+        for i in 0..limits.workers.max(1) {
+            let (q, handler) = (queue.clone(), handler.clone());
+            let within = limits.answer_deadline;
+            let spawned = std::thread::Builder::new()
+                .name(format!("control-{i}"))
+                .spawn(move || work(&q, &*handler, within));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    queue.close();
+                    return Err(e);
+                }
             }
-            end_sandbox(&d, &sbc);
-        });
-    if let Err(e) = spawned {
-        return Err(fail(
-            daemon,
-            format!("cannot start the session thread: {e}"),
-        ));
-    }
-    tracing::info!(sandbox = sb.id, inum = slot.inum(), label = %sb.label, pid = peer_pid, "sandbox created");
-    Ok((slot.inum(), view))
-}
-
-/// Where the views of the store live (see `Store::open_view`): one file per sandbox mount
-/// namespace, in a directory only root may walk.
-pub fn views_dir(daemon: &Daemon) -> std::path::PathBuf {
-    daemon.store.path().with_file_name(timens_proto::VIEWS_NAME)
-}
-
-/// Opens the view of the sandbox of mount namespace `mntns` (the same file again for a sandbox
-/// that is re-attached) and returns it as a detached bind mount, for `/proc/.timens/store`.
-fn open_view(daemon: &Daemon, mntns: u64) -> io::Result<OwnedFd> {
-    let path = views_dir(daemon).join(mntns.to_string());
-    daemon.store.open_view(mntns, &path)?;
-    timens_sys::mountapi::open_tree_clone(&path, false)
-}
-
-fn sb_label_is_oci(label: &str) -> bool {
-    label.starts_with("oci:")
-}
-
-fn release(daemon: &Daemon, peer_uid: u32, inum: u32) -> Response {
-    if peer_uid != 0 {
-        return error(libc::EPERM, "releasing a namespace needs root");
-    }
-    let Some(snap) = daemon.store.live().into_iter().find(|s| s.inum == inum) else {
-        return error(libc::ENOENT, format!("no namespace time:[{inum}]"));
-    };
-    if daemon
-        .sandboxes
-        .iter()
-        .any(|s| s.ns == snap.slot && s.alive.load(Ordering::SeqCst))
-    {
-        return error(libc::EBUSY, format!("time:[{inum}] still serves a sandbox"));
-    }
-    daemon.store.release(snap.slot);
-    Response::Released { inum }
-}
-
-/// The sandbox's overlay is gone (its mount namespace died with its last process): release
-/// everything it held.
-fn end_sandbox(daemon: &Daemon, sb: &Sandbox) {
-    sb.alive.store(false, Ordering::SeqCst);
-    *sb.notifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let tracked: Vec<u32> = sb.by_nspid.iter().map(|e| *e.value()).collect();
-    for t in tracked {
-        daemon.untrack(t);
-    }
-    daemon.sandboxes.remove(&sb.id);
-    daemon.store.release(sb.ns);
-    tracing::info!(sandbox = sb.id, inum = sb.ns.inum(), "sandbox ended");
-}
-
-/// Releases namespaces that no live sandbox serves and whose first process is gone (after a
-/// daemon restart, sandboxes that ended while it was down).
-pub fn reap_dead_namespaces(daemon: &Daemon) {
-    for snap in daemon.store.live() {
-        if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
-            continue;
         }
-        if crate::nsops::made_by_a_syscall(&snap.meta.label) {
-            // Kept while referenced: nsops::collect_garbage.
-            continue;
+        Ok(Server {
+            listener,
+            limits,
+            counts: Default::default(),
+            queue,
+            workers,
+        })
+    }
+
+    /// Accepts and reads connections until `stop` is set (seen within [`TICK`]).
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut poller = Poller {
+            epoll: Epoll::new()?,
+            reading: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_token: LISTENER + 1,
+            paused_until: None,
+        };
+        poller.epoll.add(self.listener.as_fd(), LISTENER)?;
+        let mut ready = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let wait = [poller.deadlines.first().map(|d| d.0), poller.paused_until]
+                .into_iter()
+                .flatten()
+                .map(|t| t.saturating_duration_since(now))
+                .fold(TICK, Duration::min);
+            poller.epoll.wait(&mut ready, 256, Some(wait))?;
+            for r in &ready {
+                if r.token == LISTENER {
+                    self.accept_all(&mut poller);
+                } else {
+                    self.read_ready(&mut poller, r.token);
+                }
+            }
+            let now = Instant::now();
+            while let Some(&(deadline, token)) = poller.deadlines.first() {
+                if deadline > now {
+                    break;
+                }
+                poller.deadlines.pop_first();
+                if let Some(conn) = poller.forget(token) {
+                    refuse(&conn.stream, libc::ETIMEDOUT, "no complete request in time");
+                }
+            }
+            if poller.paused_until.is_some_and(|t| t <= now) {
+                poller.paused_until = None;
+                poller.epoll.add(self.listener.as_fd(), LISTENER)?;
+            }
         }
-        let alive = daemon.anchor_alive(&snap.meta);
-        if !alive {
-            daemon.store.release(snap.slot);
-            tracing::info!(
-                inum = snap.inum,
-                "released namespace of a sandbox that ended"
+        Ok(())
+    }
+
+    fn accept_all(&self, poller: &mut Poller) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Level-triggered: leaving the listener in the set would spin.
+                    tracing::warn!(error = %e, "control socket: cannot accept, pausing");
+                    let _ = poller.epoll.delete(self.listener.as_fd());
+                    poller.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "control socket: accept failed");
+                    continue;
+                }
+            };
+            let Ok(cred) = peer_credentials(&stream) else {
+                continue;
+            };
+            let peer = Peer {
+                pid: cred.pid,
+                uid: cred.uid,
+            };
+            let admitted = lock(&self.counts).admit(&self.limits, peer.uid);
+            let class = match admitted {
+                Ok(class) => class,
+                Err(why) => {
+                    let what = match why {
+                        Refusal::Uid => format!(
+                            "too many connections from uid {} (at most {})",
+                            peer.uid, self.limits.per_uid
+                        ),
+                        Refusal::Users => "too many connections from non-root users".to_string(),
+                        Refusal::Root => "too many connections from root".to_string(),
+                    };
+                    tracing::debug!(
+                        uid = peer.uid,
+                        pid = peer.pid,
+                        "control connection refused: {what}"
+                    );
+                    let _ = stream.set_nonblocking(true);
+                    refuse(&stream, libc::EAGAIN, &what);
+                    continue;
+                }
+            };
+            let admitted = Admitted {
+                counts: self.counts.clone(),
+                uid: peer.uid,
+            };
+            let token = poller.next_token;
+            poller.next_token += 1;
+            if stream.set_nonblocking(true).is_err()
+                || poller.epoll.add(stream.as_fd(), token).is_err()
+            {
+                continue;
+            }
+            let deadline = Instant::now()
+                + match class {
+                    Class::Root => self.limits.root_deadline,
+                    Class::User => self.limits.user_deadline,
+                };
+            poller.deadlines.insert((deadline, token));
+            poller.reading.insert(
+                token,
+                Reading {
+                    stream,
+                    peer,
+                    class,
+                    framer: Framer::new(self.limits.request_max),
+                    fds: Vec::new(),
+                    deadline,
+                    _admitted: admitted,
+                },
             );
         }
     }
-}
 
-fn to_offset(t: procview::Timespec) -> Offset {
-    Offset {
-        sec: t.sec,
-        nsec: t.nsec,
-    }
-}
-
-/// Which namespaces a `status` caller may see: all of them from outside every sandbox (as the
-/// host's /proc shows every process's `timens_offsets`), only its own sandbox's from inside one
-/// (as in a real time namespace behind a pid namespace, where another sandbox's processes, and so
-/// its offsets, cannot be reached). The caller's sandbox is its tracked task's, else the first
-/// mount namespace of a sandbox's namespaces found on its way up to the host's init.
-fn status_scope(daemon: &Daemon, peer_pid: u32) -> Option<u64> {
-    if let Some(mntns) = daemon
-        .tasks
-        .get(&peer_pid)
-        .and_then(|rec| daemon.sandboxes.get(&rec.sandbox).map(|sb| sb.mntns))
-    {
-        return Some(mntns);
-    }
-    let sandboxed: std::collections::HashSet<u64> = daemon
-        .store
-        .live()
-        .iter()
-        .map(|snap| snap.meta.mntns_inum)
-        .chain(daemon.sandboxes.iter().map(|sb| sb.mntns))
-        .filter(|&m| m != 0)
-        .collect();
-    crate::nsops::ancestor_mntns(daemon, peer_pid, |m| sandboxed.contains(&m))
-}
-
-fn status(daemon: &Daemon, scope: Option<u64>) -> Vec<NsStatus> {
-    let live: Vec<_> = daemon
-        .store
-        .live()
-        .into_iter()
-        .filter(|snap| scope.is_none_or(|m| snap.meta.mntns_inum == m))
-        .collect();
-    // Processes per mount namespace (each sandbox has its own).
-    let mut per_mntns: std::collections::HashMap<u64, Vec<u32>> = Default::default();
-    if let Ok(names) = pio::list_at(daemon.host_proc(), ".") {
-        for (n, _) in names {
-            let Some(pid) = std::str::from_utf8(&n)
-                .ok()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(st) = pio::stat_at(daemon.host_proc(), &format!("{pid}/ns/mnt"), true) {
-                per_mntns.entry(st.st_ino).or_default().push(pid);
+    fn read_ready(&self, poller: &mut Poller, token: u64) {
+        let Some(conn) = poller.reading.get_mut(&token) else {
+            return;
+        };
+        match read_some(conn, self.limits.fds_max) {
+            Read::Wait => {}
+            Read::Gone => {
+                poller.forget(token);
             }
-        }
-    }
-    live.into_iter()
-        .map(|snap| {
-            let ns = NsRef::Slot(snap.slot);
-            let sb = daemon
-                .sandboxes
-                .iter()
-                .find(|s| s.ns == snap.slot)
-                .map(|s| s.clone());
-            let mut members = 0u32;
-            for &pid in per_mntns
-                .get(&snap.meta.mntns_inum)
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
-            {
-                let time = daemon.tasks.get(&pid).map(|r| r.ns.time).unwrap_or(ns);
-                if time == ns {
-                    members += 1;
-                }
-            }
-            NsStatus {
-                inum: snap.inum,
-                monotonic: to_offset(snap.offsets.monotonic),
-                boottime: to_offset(snap.offsets.boottime),
-                frozen: snap.frozen,
-                members,
-                sandbox: snap.meta.label.clone(),
-                anchor_pid: snap.meta.anchor_pid,
-                served: sb.map(|s| s.alive.load(Ordering::SeqCst)).unwrap_or(false),
-                mntns: snap.meta.mntns_inum,
-            }
-        })
-        .collect()
-}
-
-/// After a restart, sandboxes whose overlay died with the old daemon get a working /proc back:
-/// for each namespace no session serves whose first process is alive, `timens mount` is run
-/// against that process (it detaches the dead overlay and re-attaches the same namespace).
-struct Reattacher {
-    state_dir: std::path::PathBuf,
-    tried: std::collections::HashMap<u32, (Instant, u32)>,
-}
-
-impl Reattacher {
-    fn new(state_dir: &Path) -> Self {
-        Reattacher {
-            state_dir: state_dir.to_path_buf(),
-            tried: Default::default(),
-        }
-    }
-
-    fn timens_binary() -> std::path::PathBuf {
-        if let Some(p) = std::env::var_os("TIMENS_BIN") {
-            return p.into();
-        }
-        std::env::current_exe()
-            .ok()
-            .map(|me| me.with_file_name("timens"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "timens".into())
-    }
-
-    fn run(&mut self, daemon: &Daemon) {
-        for snap in daemon.store.live() {
-            let label = &snap.meta.label;
-            if !(label.starts_with("run:")
-                || label.starts_with("mount:")
-                || label.starts_with("oci:"))
-            {
-                continue;
-            }
-            if daemon.sandboxes.iter().any(|s| s.ns == snap.slot) {
-                self.tried.remove(&snap.inum);
-                continue;
-            }
-            // Three tries, two seconds apart.
-            let entry = self
-                .tried
-                .entry(snap.inum)
-                .or_insert((Instant::now() - Duration::from_secs(10), 0));
-            if entry.1 >= 3 || entry.0.elapsed() < Duration::from_secs(2) {
-                continue;
-            }
-            *entry = (Instant::now(), entry.1 + 1);
-            let pid = snap.meta.anchor_pid;
-            let child = std::process::Command::new(Self::timens_binary())
-                .arg("mount")
-                .arg("--pid")
-                .arg(pid.to_string())
-                .arg("--state-dir")
-                .arg(&self.state_dir)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .spawn();
-            match child {
-                Ok(mut c) => {
-                    // Reaped in the background: the mount child blocks on this daemon's answers.
-                    std::thread::spawn(move || {
-                        let status = c.wait();
-                        tracing::info!(pid, ?status, "re-attach finished");
-                    });
-                    tracing::info!(
-                        inum = snap.inum,
-                        pid,
-                        "re-attaching the overlay of a sandbox"
+            Read::Refuse(errno, what) => {
+                if let Some(conn) = poller.forget(token) {
+                    tracing::debug!(
+                        uid = conn.peer.uid,
+                        pid = conn.peer.pid,
+                        "control request refused: {what}"
                     );
+                    refuse(&conn.stream, errno, &what);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot run timens mount for re-attach"),
+            }
+            Read::Complete(line) => {
+                if let Some(conn) = poller.forget(token) {
+                    let job = Job {
+                        stream: conn.stream,
+                        peer: conn.peer,
+                        line,
+                        fds: conn.fds,
+                        _admitted: conn._admitted,
+                    };
+                    self.queue.push(conn.class, job);
+                }
             }
         }
     }
 }
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.queue.close();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The poller's connections still being read.
+struct Poller {
+    epoll: Epoll,
+    reading: HashMap<u64, Reading>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_token: u64,
+    paused_until: Option<Instant>,
+}
+
+impl Poller {
+    /// Stops watching a connection and hands it back (to be answered, queued or dropped).
+    fn forget(&mut self, token: u64) -> Option<Reading> {
+        let conn = self.reading.remove(&token)?;
+        let _ = self.epoll.delete(conn.stream.as_fd());
+        self.deadlines.remove(&(conn.deadline, token));
+        Some(conn)
+    }
+}
+
+/// Reads what a nonblocking connection has, into its framer; fds beyond `fds_max` in all make
+/// the request refused (recv_with_fds closes those it cannot take).
+fn read_some(conn: &mut Reading, fds_max: usize) -> Read {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let room = fds_max.saturating_sub(conn.fds.len());
+        match timens_sys::fdpass::recv_with_fds(&conn.stream, &mut chunk, room) {
+            Ok((0, _)) => return Read::Gone,
+            Ok((n, fds)) => {
+                conn.fds.extend(fds);
+                match conn.framer.push(&chunk[..n]) {
+                    Framed::More => continue,
+                    Framed::Line(line) => return Read::Complete(line),
+                    Framed::TooLong => {
+                        return Read::Refuse(
+                            libc::EMSGSIZE,
+                            format!("request longer than {} bytes", timens_proto::REQUEST_MAX),
+                        )
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Read::Wait,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Read::Refuse(
+                    libc::EINVAL,
+                    format!("a request carries at most {fds_max} fds"),
+                )
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Read::Gone,
+        }
+    }
+}
+
+/// Best effort, never blocking: an error line to a connection about to be closed.
+fn refuse(stream: &UnixStream, errno: i32, what: &str) {
+    let _ = (&*stream).write(&timens_proto::response_line(&error(errno, what)));
+}
+
+/// A worker: runs requests until the queue closes. A request that panics is logged and its
+/// connection closed; the worker carries on.
+fn work(queue: &JobQueue<Job>, handler: &Handler, within: Duration) {
+    while let Some((class, job)) = queue.take() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(handler, job, within)
+        }));
+        if ran.is_err() {
+            tracing::error!("a control request panicked");
+        }
+        queue.done(class);
+    }
+}
+
+fn answer(handler: &Handler, job: Job, within: Duration) {
+    let Job {
+        stream,
+        peer,
+        line,
+        fds,
+        _admitted,
+    } = job;
+    let answer = match timens_proto::parse_request(&line) {
+        Ok(req) => handler(peer, req, fds),
+        Err(e) => error(libc::EINVAL, format!("bad request: {e}")).into(),
+    };
+    if let Err(e) = write_answer(&stream, &answer, within) {
+        tracing::debug!(uid = peer.uid, pid = peer.pid, error = %e, "control answer not delivered");
+    }
+}
+
+/// Writes an answer within `within` in all (a peer that reads slowly or not at all gets cut
+/// off, not a worker held).
+fn write_answer(stream: &UnixStream, answer: &Answer, within: Duration) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let deadline = Instant::now() + within;
+    let line = timens_proto::response_line(&answer.resp);
+    if !answer.fds.is_empty() {
+        // Short lines (created, fuse_fd) that fit in the socket's buffer.
+        stream.set_write_timeout(Some(within))?;
+        let fds: Vec<BorrowedFd<'_>> = answer.fds.iter().map(AsFd::as_fd).collect();
+        return timens_sys::fdpass::send_with_fds(stream, &line, &fds);
+    }
+    let mut sent = 0;
+    while sent < line.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match (&*stream).write(&line[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
