@@ -19,6 +19,7 @@ use crate::overlay::Overlay;
 use crate::pio;
 use crate::state::{nspids, Daemon, NsRef, Sandbox, TaskNs};
 
+/// The fields of a `create_sandbox` request (proto's `Request::CreateSandbox`).
 pub struct CreateReq {
     pub monotonic: Offset,
     pub boottime: Offset,
@@ -35,6 +36,9 @@ fn mntns_of(daemon: &Daemon, pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Serves a new sandbox for root peer `peer_pid` (fds: its /dev/fuse and its procfs), or
+/// re-attaches an existing namespace; returns the namespace's inum and the sandbox's view of
+/// the offset store (a detached mount), or the error answer.
 pub fn create_sandbox(
     daemon: &Arc<Daemon>,
     peer_pid: u32,

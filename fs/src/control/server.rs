@@ -235,6 +235,8 @@ enum Read {
 const LISTENER: u64 = 0;
 /// The longest the poller sleeps (how soon it sees `stop`).
 const TICK: Duration = Duration::from_millis(250);
+/// Connections accepted per wake-up of the poller.
+const ACCEPT_BATCH: usize = 256;
 /// How long accepting pauses when the daemon is out of fds.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -324,8 +326,10 @@ impl Server {
         Ok(())
     }
 
+    /// Accepts what is waiting, at most [`ACCEPT_BATCH`] (a flood of connections must not keep
+    /// the poller from reading the others and enforcing deadlines; the listener stays ready).
     fn accept_all(&self, poller: &mut Poller) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
