@@ -70,6 +70,7 @@ fn run(args: Args) -> std::io::Result<()> {
     set.add(nix::sys::signal::Signal::SIGINT);
     set.add(nix::sys::signal::Signal::SIGHUP);
     set.thread_block().map_err(std::io::Error::from)?;
+    raise_fd_limit();
     std::fs::create_dir_all(&args.state_dir)?;
     let store_path = args.state_dir.join(timens_proto::STORE_NAME);
     // A daemon killed a moment ago may still hold the store's lock while its files close.
@@ -133,6 +134,20 @@ fn run(args: Args) -> std::io::Result<()> {
             .spawn(move || d.refresh.run())?;
     }
     control::serve(daemon, &args.state_dir, args.idle_exit)
+}
+
+/// Raises the soft limit on open files to the hard one: each sandbox holds fds, and the control
+/// socket's clients may hold a bounded number more (see control/limits.rs); running out would
+/// stop new sandboxes.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+            }
+        }
+    }
 }
 
 /// The pid of a daemon that answers on `state_dir`'s control socket, if one does.

@@ -4,6 +4,7 @@
 //! Every decision is made from the caller's real credentials (SO_PEERCRED and its /proc entry),
 //! in the kernel's order of checks.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,14 +155,17 @@ fn new_namespace(
     Ok(NsRef::Slot(slot))
 }
 
-/// Handles one of the clock library's requests from host process `peer`.
+/// Handles one of the clock library's requests from host process `peer`; `fds` are those the
+/// request carried.
 pub fn handle(
     daemon: &Arc<Daemon>,
     pending: &Pending,
     peer: u32,
     req: timens_proto::Request,
+    fds: Vec<OwnedFd>,
 ) -> Response {
     use timens_proto::Request::*;
+    let _ = fds;
     daemon.sync_events();
     let Some((sb, nspid)) = sandbox_of(daemon, peer) else {
         return err(libc::EINVAL, "the caller is not in a timensfs sandbox");

@@ -215,35 +215,28 @@ pub fn write_response_fds(
     timens_sys::fdpass::send_with_fds(sock, &line, fds)
 }
 
-/// Reads one request and its fds (daemon side).
-pub fn read_request(sock: &UnixStream) -> io::Result<(Request, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0;
-    let mut fds = Vec::new();
-    loop {
-        let (n, mut got) = timens_sys::fdpass::recv_with_fds(sock, &mut buf[len..], 4)?;
-        fds.append(&mut got);
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "empty request",
-            ));
-        }
-        len += n;
-        if buf[..len].contains(&b'\n') || len == buf.len() {
-            break;
-        }
-    }
-    let end = buf[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
-    let req = serde_json::from_slice(&buf[..end])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok((req, fds))
+/// The longest request line the daemon reads (its newline included); a longer one is refused.
+pub const REQUEST_MAX: usize = 64 * 1024;
+
+/// The most fds one request carries (`create_sandbox`: two; room for two more). A request
+/// carrying more is refused.
+pub const REQUEST_FDS_MAX: usize = 4;
+
+/// Parses one request line (without its newline; daemon side).
+pub fn parse_request(line: &[u8]) -> io::Result<Request> {
+    serde_json::from_slice(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// One answer as the line that goes on the wire, newline included (daemon side).
+pub fn response_line(resp: &Response) -> Vec<u8> {
+    // Serializing these plain enums cannot fail (no maps with non-string keys, no I/O).
+    let mut line = serde_json::to_vec(resp).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 pub fn write_response(sock: &UnixStream, resp: &Response) -> io::Result<()> {
-    let mut line = serde_json::to_vec(resp).map_err(io::Error::other)?;
-    line.push(b'\n');
-    (&*sock).write_all(&line)
+    (&*sock).write_all(&response_line(resp))
 }
 
 #[cfg(test)]
@@ -270,9 +263,10 @@ mod tests {
     fn round_trip_over_a_socketpair() {
         let (a, b) = UnixStream::pair().unwrap();
         let server = std::thread::spawn(move || {
-            let (req, fds) = read_request(&b).unwrap();
+            let mut line = String::new();
+            BufReader::new(&b).read_line(&mut line).unwrap();
+            let req = parse_request(line.trim_end().as_bytes()).unwrap();
             assert_eq!(req, Request::Status);
-            assert!(fds.is_empty());
             write_response(&b, &Response::Status { namespaces: vec![] }).unwrap();
         });
         let resp = call(&a, &Request::Status, &[]).unwrap();

@@ -6,6 +6,7 @@
 //!   judges the caller and not the daemon.
 //! - [`fdpass`]: file descriptors over a Unix stream socket (`SCM_RIGHTS`).
 //! - [`mountapi`]: the new mount API (`open_tree`, `fsopen`, `move_mount`) and FUSE mounting.
+//! - [`sock`]: a Unix socket server's peer credentials (`SO_PEERCRED`) and epoll set.
 //!
 //! What this crate must not do: decide policy, log, or read anything on a caller's behalf. It
 //! only wraps the kernel; callers decide what to do with the results.
@@ -22,6 +23,7 @@ pub mod creds;
 pub mod fdpass;
 pub mod mountapi;
 pub mod procconn;
+pub mod sock;
 mod util;
 
 use std::fmt;
