@@ -350,12 +350,15 @@ pub fn overlay_device(daemon: &Daemon, creator: u32, root: &OwnedFd) -> Result<u
 /// kept open across the release of its namespace does not name the one that reuses its number.
 ///
 /// EBADF without an fd (a raw client that names an inum: the kernel's answer for an fd the
-/// caller does not have); EINVAL for any other file (a FUSE file of another file system, a
+/// caller does not have); EINVAL for more than one, and for any other file (a FUSE file of another file system, a
 /// regular file), as the kernel answers for a file that is neither nsfs nor a pidfd.
 pub fn ns_of_fd(daemon: &Daemon, fds: Vec<OwnedFd>) -> Result<NsRef, Response> {
-    let mut fds = fds.into_iter();
-    let (Some(fd), None) = (fds.next(), fds.next()) else {
-        return Err(err(libc::EBADF, "setns needs the namespace file's fd"));
+    let fd = match <[OwnedFd; 1]>::try_from(fds) {
+        Ok([fd]) => fd,
+        Err(fds) if fds.is_empty() => {
+            return Err(err(libc::EBADF, "setns needs the namespace file's fd"))
+        }
+        Err(_) => return Err(err(libc::EINVAL, "setns takes one fd")),
     };
     let not_ns = || err(libc::EINVAL, "not a time namespace file of this daemon");
     // Nothing that could reach another file system's server before the device is ours.
