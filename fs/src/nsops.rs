@@ -3,8 +3,27 @@
 //!
 //! Every decision is made from the caller's real credentials (SO_PEERCRED and its /proc entry),
 //! in the kernel's order of checks.
+//!
+//! Which namespace a request acts on is never taken from a number the client sends, where the
+//! kernel would need more than a number. Audit of the control requests that name a namespace:
+//! - `setns`: the kernel needs an fd of the target's `ns/time` (B5), which a `--pid` sandbox
+//!   cannot open for another sandbox's namespace. The target is derived from the fd sent with
+//!   the request ([`ns_of_fd`]): a file of one of this daemon's own overlays (by `st_dev`,
+//!   recorded at sandbox creation from the overlay's root, and checked while its connection is
+//!   alive), of a namespace that overlay could have served. No fd: EBADF.
+//! - `place_child {pid, inum}`: `inum` must be a namespace this same caller (host pid from
+//!   SO_PEERCRED, and its start time, so a reused pid is not the caller) made with
+//!   `new_child_ns` less than 10 s ago and that no child took yet; `pid` must be the caller's
+//!   own child per the kernel's `/proc/PID/task/*/children`. Both are kernel facts.
+//! - `release {inum}` (control.rs): root only (SO_PEERCRED uid 0), and refused while a live
+//!   sandbox is served by it. Root inside a sandbox is root for this check: like the kernel's
+//!   namespaces, timensfs does not protect a sandbox from a process that has root on the host.
+//! - `create_sandbox {attach_inum}` (control.rs): root with CAP_SYS_ADMIN (from the caller's
+//!   /proc status), and the namespace must have been made for the caller's own mount namespace
+//!   (`ns/mnt` read through the daemon's host procfs) and not be served already.
+//! - `unshare`, `new_child_ns`, `who_am_i`: act on the caller's own namespaces as tracked.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +41,9 @@ pub fn made_by_a_syscall(label: &str) -> bool {
     label.starts_with("unshare:") || label.starts_with("clone3:")
 }
 
-/// Namespaces made by clone3 for a child not placed yet: inum -> (creator's host pid, when).
-pub type Pending = dashmap::DashMap<u32, (u32, Instant)>;
+/// Namespaces made by clone3 for a child not placed yet: inum -> (creator's host pid, its start
+/// time, when).
+pub type Pending = dashmap::DashMap<u32, (u32, u64, Instant)>;
 
 fn err(errno: i32, message: &str) -> Response {
     Response::Error {
@@ -155,8 +175,8 @@ fn new_namespace(
     Ok(NsRef::Slot(slot))
 }
 
-/// Handles one of the clock library's requests from host process `peer`; `fds` are those the
-/// request carried.
+/// Handles one of the clock library's requests from host process `peer`, with the fds that came
+/// with it (only `setns` uses one; the others' are closed).
 pub fn handle(
     daemon: &Arc<Daemon>,
     pending: &Pending,
@@ -196,11 +216,13 @@ pub fn handle(
             daemon.track(&sb, peer, nspid, ns).wait();
             reply(ns)
         }
-        Setns { inum } => {
-            let Some(target) = ns_by_inum(daemon, inum) else {
-                return err(libc::EINVAL, "not a time namespace");
+        Setns => {
+            // B6, in the kernel's order: the fd (EBADF, then EINVAL for a file that is not a
+            // namespace's), then EUSERS (another thread), then EPERM.
+            let target = match ns_of_fd(daemon, fds) {
+                Ok(ns) => ns,
+                Err(r) => return r,
             };
-            // B6: EUSERS (another thread) is checked before EPERM.
             if threads(daemon, peer) > 1 {
                 return err(
                     libc::EUSERS,
@@ -227,19 +249,30 @@ pub fn handle(
             if !has_cap(daemon, peer, CAP_SYS_ADMIN) {
                 return err(libc::EPERM, "clone3(CLONE_NEWTIME) needs CAP_SYS_ADMIN");
             }
+            let Ok((starttime, _)) =
+                pio::stat_start_and_state(daemon.host_proc(), &peer.to_string())
+            else {
+                return err(libc::ESRCH, "the caller is gone");
+            };
             // A11: copied from the parent's time_for_children, entered at once: frozen.
             let new = match new_namespace(daemon, &sb, peer, current.tfc, true, "clone3") {
                 Ok(n) => n,
                 Err(r) => return r,
             };
-            pending.insert(new.inum(), (peer, Instant::now()));
+            pending.insert(new.inum(), (peer, starttime, Instant::now()));
             reply(TaskNs {
                 time: new,
                 tfc: new,
             })
         }
         PlaceChild { pid, inum } => {
-            let Some((_, (creator, _))) = pending.remove_if(&inum, |_, (c, _)| *c == peer) else {
+            // The caller's start time too: a process that got a dead creator's pid is not it.
+            let starttime = pio::stat_start_and_state(daemon.host_proc(), &peer.to_string())
+                .map(|(t, _)| t)
+                .ok();
+            let Some((_, (creator, _, _))) =
+                pending.remove_if(&inum, |_, (c, t, _)| *c == peer && Some(*t) == starttime)
+            else {
                 return err(
                     libc::EINVAL,
                     "no namespace of this caller is waiting for a child",
@@ -270,6 +303,111 @@ pub fn handle(
     }
 }
 
+/// `FUSE_SUPER_MAGIC`, `f_type` of every FUSE file system.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+/// The FUSE root's node id, and so its `st_ino` before the file system says otherwise.
+const FUSE_ROOT_INO: u64 = 1;
+
+/// Whether `ino` is a time namespace's inode number (the initial one, or one of ours: G2).
+fn is_time_inum(ino: u64) -> bool {
+    ino == u64::from(timens::INIT_TIME_INUM)
+        || (u64::from(timens::INUM_BASE)..=u64::from(u32::MAX)).contains(&ino)
+}
+
+/// The device number of the overlay the creator of a sandbox (host pid `creator`, root with
+/// CAP_SYS_ADMIN) mounted, from `root`, an fd of the mount's root it opened after mounting.
+/// Checked against the kernel's view of that mount in the creator's `mountinfo` (read through
+/// the daemon's host procfs): a FUSE file system's root, whose device is the fd's. Nothing here
+/// asks the file system (its session is not running yet): `AT_STATX_DONT_SYNC`, no statfs.
+pub fn overlay_device(daemon: &Daemon, creator: u32, root: &OwnedFd) -> Result<u64, String> {
+    let st = pio::cached_stat(root.as_fd()).map_err(|e| format!("stat of the overlay: {e}"))?;
+    if st.mode & libc::S_IFMT != libc::S_IFDIR || st.ino != FUSE_ROOT_INO {
+        return Err("the overlay fd is not the root of a FUSE mount".into());
+    }
+    let mnt_id = st
+        .mnt_id
+        .ok_or("the kernel gives no mount id (statx STATX_MNT_ID, Linux 5.8)")?;
+    let info = pio::read_at(daemon.host_proc(), &format!("{creator}/mountinfo"))
+        .map_err(|e| format!("mountinfo of process {creator}: {e}"))?;
+    let info = String::from_utf8_lossy(&info);
+    match pio::mountinfo_dev_fstype(&info, mnt_id) {
+        Some((dev, fstype))
+            if dev == st.dev && (fstype == "fuse" || fstype.starts_with("fuse.")) =>
+        {
+            Ok(dev)
+        }
+        Some((_, fstype)) => Err(format!("the overlay fd is on a {fstype} mount, not FUSE")),
+        None => Err(format!(
+            "the overlay fd's mount {mnt_id} is not in process {creator}'s mount namespace"
+        )),
+    }
+}
+
+/// The namespace a client's fd names, found as the kernel's setns finds it: from the file
+/// alone (B5, B6). The fd must be one of this daemon's overlays' `time:[N]` files (what
+/// `/proc/PID/ns/time{,_for_children}` leads to; `Key::NsFile` in the overlay, a regular file
+/// whose inode number is the namespace's): `st_dev` one an overlay was recorded with at its
+/// sandbox's creation, while that overlay's connection is alive (two live superblocks never
+/// share a device number, so a live connection at this point means the fd's superblock is that
+/// overlay's; checked after the stat, a device number freed and reused by another mount in
+/// between is caught), `statfs` FUSE, and a live namespace that overlay could have served
+/// (one made for its sandbox, the initial one, or one a task of that sandbox is in), so a file
+/// kept open across the release of its namespace does not name the one that reuses its number.
+///
+/// EBADF without an fd (a raw client that names an inum: the kernel's answer for an fd the
+/// caller does not have); EINVAL for more than one, and for any other file (a FUSE file of another file system, a
+/// regular file), as the kernel answers for a file that is neither nsfs nor a pidfd.
+pub fn ns_of_fd(daemon: &Daemon, fds: Vec<OwnedFd>) -> Result<NsRef, Response> {
+    let fd = match <[OwnedFd; 1]>::try_from(fds) {
+        Ok([fd]) => fd,
+        Err(fds) if fds.is_empty() => {
+            return Err(err(libc::EBADF, "setns needs the namespace file's fd"))
+        }
+        Err(_) => return Err(err(libc::EINVAL, "setns takes one fd")),
+    };
+    let not_ns = || err(libc::EINVAL, "not a time namespace file of this daemon");
+    // Nothing that could reach another file system's server before the device is ours.
+    let st = pio::cached_stat(fd.as_fd()).map_err(|_| not_ns())?;
+    let Some(sb) = daemon
+        .sandboxes
+        .iter()
+        .find(|s| s.overlay_dev != 0 && s.overlay_dev == st.dev)
+        .map(|s| s.clone())
+    else {
+        return Err(not_ns());
+    };
+    if st.mode & libc::S_IFMT != libc::S_IFREG || !is_time_inum(st.ino) {
+        return Err(not_ns());
+    }
+    if !sb.readers.connected() {
+        return Err(not_ns());
+    }
+    if pio::fs_magic(fd.as_fd()).ok() != Some(FUSE_SUPER_MAGIC) {
+        return Err(not_ns());
+    }
+    let inum = st.ino as u32;
+    if inum == timens::INIT_TIME_INUM {
+        return Ok(NsRef::Init);
+    }
+    let snap = daemon
+        .store
+        .live()
+        .into_iter()
+        .find(|s| s.inum == inum)
+        .ok_or_else(not_ns)?;
+    let ns = NsRef::Slot(snap.slot);
+    let servable = snap.meta.mntns_inum == sb.mntns
+        || sb.ns == snap.slot
+        || daemon
+            .tasks
+            .iter()
+            .any(|t| t.sandbox == sb.id && (t.ns.time == ns || t.ns.tfc == ns));
+    if !servable {
+        return Err(not_ns());
+    }
+    Ok(ns)
+}
+
 /// The host pid of `parent`'s child whose id at pid-namespace level `level` is `nspid`.
 fn host_child_of(daemon: &Daemon, parent: u32, nspid: u32, level: usize) -> Option<u32> {
     let proc = daemon.host_proc();
@@ -298,7 +436,7 @@ fn host_child_of(daemon: &Daemon, parent: u32, nspid: u32, level: usize) -> Opti
 /// them as time or time_for_children, no sandbox has them as its own, no child waits for them,
 /// and the process that made them is gone (A7: the kernel frees them with their last reference).
 pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
-    pending.retain(|_, (_, when)| when.elapsed() < Duration::from_secs(10));
+    pending.retain(|_, (_, _, when)| when.elapsed() < Duration::from_secs(10));
     for snap in daemon.store.live() {
         if !made_by_a_syscall(&snap.meta.label) {
             continue;

@@ -216,6 +216,75 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
     (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
+/// What the kernel's cached inode says of an open file, read without asking its file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedStat {
+    /// `st_dev`: the superblock's device number (for FUSE, one per mount).
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_mode`, type bits included.
+    pub mode: u32,
+    /// The id of the mount the file was opened through, as mountinfo's first field shows it.
+    pub mnt_id: Option<u64>,
+}
+
+/// `statx` of `fd` itself with `AT_STATX_DONT_SYNC`: the attributes the kernel has cached,
+/// without a request to the file system. For a client's fd this is the only stat the daemon
+/// makes before it knows the file is on one of its own overlays: a FUSE file system mounted by
+/// someone else would otherwise be asked (GETATTR) and could leave the daemon waiting for ever.
+/// `st_dev` never comes from the file system in any case.
+pub fn cached_stat(fd: BorrowedFd<'_>) -> io::Result<CachedStat> {
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let want = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_INO | libc::STATX_MNT_ID;
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `stx` is a valid out-pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            want,
+            &mut stx,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(CachedStat {
+        dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        mode: u32::from(stx.stx_mode),
+        mnt_id: (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id),
+    })
+}
+
+/// `f_type` of the file system `fd` is on (`fstatfs`). On FUSE this is a request to the file
+/// system's server: call it only on a file known to be on one of the daemon's own mounts.
+pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid fd for the call's duration and `sfs` a valid out-pointer.
+    let r = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sfs.f_type as i64)
+}
+
+/// The device number (`maj:min`, field 3) and file system type (first field after ` - `) of
+/// mount `mnt_id` in a `mountinfo` text, if it is listed.
+pub fn mountinfo_dev_fstype(mountinfo: &str, mnt_id: u64) -> Option<(u64, &str)> {
+    let id = mnt_id.to_string();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split(' ').next() == Some(id.as_str()))?;
+    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+    let dev = libc::makedev(major.parse().ok()?, minor.parse().ok()?);
+    // Optional fields (`shared:N`, `master:N`) come before the lone `-`.
+    let fstype = line.split_once(" - ")?.1.split(' ').next()?;
+    Some((dev, fstype))
+}
+
 /// Whether the procfs mount behind `fd` hides processes from some readers (`hidepid=` or
 /// `subset=pid` in its super options), or that cannot be told, by its line in `mountinfo` (of
 /// a process that sees the mount). Such a mount checks access when a file is opened, so files
@@ -286,6 +355,52 @@ mod tests {
         assert!(b"RSDI".contains(&state), "state {}", state as char);
         let names = list_at(std::os::fd::AsFd::as_fd(&fd), "self/ns").unwrap();
         assert!(names.iter().any(|(n, _)| n == b"net"));
+    }
+}
+
+#[cfg(test)]
+mod cached_stat_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn cached_stat_is_fstat() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let m = f.metadata().unwrap();
+        let st = cached_stat(f.as_fd()).unwrap();
+        assert_eq!((st.dev, st.ino, st.mode), (m.dev(), m.ino(), m.mode()));
+        assert_eq!(st.mnt_id, mount_id(f.as_fd()));
+        assert_eq!(fs_magic(f.as_fd()).unwrap(), libc::PROC_SUPER_MAGIC);
+    }
+
+    #[test]
+    fn mountinfo_lines_give_device_and_type() {
+        // Captured in a `timens run` sandbox: the host's procfs, the hidden procfs (mounted
+        // under the overlay) and the overlay over /proc.
+        let info = "\
+51 49 0:21 / /proc rw,relatime - proc proc rw
+70 74 0:21 / /proc/.timens/proc rw,relatime - proc proc rw
+74 51 0:45 / /proc rw,nosuid,nodev,noexec,relatime - fuse.timensfs timensfs rw,user_id=0,group_id=0,allow_other
+";
+        assert_eq!(
+            mountinfo_dev_fstype(info, 74),
+            Some((libc::makedev(0, 45), "fuse.timensfs"))
+        );
+        assert_eq!(
+            mountinfo_dev_fstype(info, 70),
+            Some((libc::makedev(0, 21), "proc"))
+        );
+        // Optional fields before the separator.
+        assert_eq!(
+            mountinfo_dev_fstype("7 1 8:1 / / rw shared:1 master:2 - ext4 /dev/sda1 rw\n", 7),
+            Some((libc::makedev(8, 1), "ext4"))
+        );
+        assert_eq!(mountinfo_dev_fstype(info, 55), None);
+        assert_eq!(
+            mountinfo_dev_fstype("552 548 0:x / /p rw - fuse f rw\n", 552),
+            None
+        );
     }
 }
 

@@ -185,6 +185,12 @@ impl Readers {
         drop(g);
     }
 
+    /// Whether the connection is known to be alive: its mount's superblock has not been shut
+    /// down (false when there is no descriptor to tell by).
+    pub fn connected(&self) -> bool {
+        !self.gone()
+    }
+
     /// Whether the connection has been aborted (the sandbox's mount is gone).
     fn gone(&self) -> bool {
         let Some(dev) = &self.dev else { return true };

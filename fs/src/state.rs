@@ -62,6 +62,9 @@ pub struct Sandbox {
     pub pidns_level: usize,
     /// The sandbox's mount namespace (its members live in it, or below it).
     pub mntns: u64,
+    /// `st_dev` of the overlay this sandbox's session serves (0: not known). An fd on a device
+    /// listed here is a file of one of the daemon's own overlays (see `nsops::ns_of_fd`).
+    pub overlay_dev: u64,
     /// The sandbox's own /proc/uptime and /proc/stat, kept open (read with pread).
     pub host_uptime: std::sync::OnceLock<Option<OwnedFd>>,
     pub host_stat: std::sync::OnceLock<Option<OwnedFd>>,

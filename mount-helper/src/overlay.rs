@@ -113,8 +113,20 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
     let mut conns: Vec<UnixStream> = std::mem::take(&mut handles.conns);
     let sock = conns.pop().unwrap_or_else(|| die(1, "no connection"));
     let fuse = mount_fuse_here(&proc_dir, &mut conns, 0o40555, "/proc");
+    // The overlay's root, for the daemon to learn the mount's device number (how it recognises
+    // its own `ns/time` files in a setns). O_PATH: nothing is asked of the file system, whose
+    // server does not run yet.
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&proc_dir)
+        .unwrap_or_else(|e| {
+            let _ = nix::mount::umount2(&proc_dir, nix::mount::MntFlags::MNT_DETACH);
+            os_err("opening the overlay's root", e)
+        });
     // The answer carries this sandbox's view of the offset store (its own namespaces only).
-    let (inum, view) = match timens_proto::call_fds(&sock, req, &[fuse.as_fd(), procfs.as_fd()]) {
+    let fds = [fuse.as_fd(), procfs.as_fd(), root.as_fd()];
+    let (inum, view) = match timens_proto::call_fds(&sock, req, &fds) {
         Ok((Response::Created { inum }, fds)) => match fds.into_iter().next() {
             Some(view) => (inum, view),
             None => {
@@ -138,7 +150,7 @@ pub fn attach_at(root: &Path, handles: StateHandles, procfs: OwnedFd, req: &Requ
         Ok((other, _)) => die(1, format!("unexpected answer from timensfs: {other:?}")),
         Err(e) => os_err("asking timensfs for the sandbox", e),
     };
-    drop(fuse);
+    drop((fuse, root));
     let hidden_buf = proc_dir.join(".timens/proc");
     let hidden = hidden_buf.as_path();
     mountapi::move_mount_to(procfs.as_fd(), hidden)

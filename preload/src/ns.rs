@@ -48,16 +48,17 @@ pub extern "C" fn after_fork_in_child() {
     tables::forget_timers();
 }
 
-/// One request to the daemon. `Err(errno)` is what the emulated system call fails with.
 /// Asks the daemon which namespaces this process is in. It handles the process events queued
 /// before it answers, so this process's entry into its namespace (a fork into a pending
 /// time_for_children) is registered, and the namespace frozen (B2), once this returns.
 pub fn confirm_membership() {
-    let _ = ask(&Request::WhoAmI);
+    let _ = ask(&Request::WhoAmI, None);
 }
 
-fn ask(req: &Request) -> Result<(NsSlot, NsSlot), i32> {
-    match wire::call(state::CONTROL_PATH, req) {
+/// One request to the daemon, with `pass` attached if given. `Err(errno)` is what the emulated
+/// system call fails with.
+fn ask(req: &Request, pass: Option<c_int>) -> Result<(NsSlot, NsSlot), i32> {
+    match wire::call(state::CONTROL_PATH, req, pass) {
         Ok(wire::Answer::Ns { time, tfc }) => Ok((time, tfc)),
         Ok(wire::Answer::Error(errno)) => Err(errno),
         Err(e) => {
@@ -94,7 +95,7 @@ pub fn unshare(flags: c_long) -> c_long {
             return r;
         }
     }
-    match ask(&Request::Unshare) {
+    match ask(&Request::Unshare, None) {
         Ok((time, tfc)) => {
             adopt(time, tfc);
             0
@@ -103,9 +104,10 @@ pub fn unshare(flags: c_long) -> c_long {
     }
 }
 
-/// The inode number of an emulated time-namespace file (what the overlay's
-/// `/proc/PID/ns/time{,_for_children}` opens to), if `fd` is one.
-fn emulated_ns_inum(fd: c_int) -> Result<Option<u32>, c_long> {
+/// Whether `fd` looks like an emulated time-namespace file (what the overlay's
+/// `/proc/PID/ns/time{,_for_children}` opens to): a regular FUSE file whose inode number is a
+/// time namespace's. Only decides who answers; the daemon checks the fd itself.
+fn is_emulated_ns_file(fd: c_int) -> Result<bool, c_long> {
     // SAFETY: an all-zero `struct stat` is a valid value to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat into a struct we own.
@@ -129,7 +131,7 @@ fn emulated_ns_inum(fd: c_int) -> Result<Option<u32>, c_long> {
     let is_time_inum = ino == u64::from(timens::INIT_TIME_INUM)
         || (u64::from(timens::INUM_BASE)..=u64::from(u32::MAX)).contains(&ino);
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || !is_time_inum {
-        return Ok(None);
+        return Ok(false);
     }
     // SAFETY: an all-zero `struct statfs` is a valid value to overwrite.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
@@ -147,15 +149,13 @@ fn emulated_ns_inum(fd: c_int) -> Result<Option<u32>, c_long> {
             ],
         )
     };
-    if sys::is_err(r) || sfs.f_type != FUSE_SUPER_MAGIC {
-        return Ok(None);
-    }
-    Ok(Some(ino as u32))
+    Ok(!sys::is_err(r) && sfs.f_type == FUSE_SUPER_MAGIC)
 }
 
-/// `setns(fd, nstype)` (B5, B6): on an emulated time-namespace file, the daemon decides
-/// (EUSERS, EPERM) and both slots switch at once; anything else is the kernel's (a real nsfs fd
-/// still works, a FUSE or regular file gets the kernel's EINVAL, a closed fd EBADF).
+/// `setns(fd, nstype)` (B5, B6): on an emulated time-namespace file, the daemon decides from
+/// the fd itself, sent along (which namespace, EINVAL for a file not its own, then EUSERS,
+/// EPERM) and both slots switch at once; anything else is the kernel's (a real nsfs fd still
+/// works, a FUSE or regular file gets the kernel's EINVAL, a closed fd EBADF).
 pub fn setns(fd: c_long, nstype: c_long) -> c_long {
     let real = || {
         // SAFETY: setns takes no pointers.
@@ -164,16 +164,16 @@ pub fn setns(fd: c_long, nstype: c_long) -> c_long {
     if !state::in_sandbox() {
         return real();
     }
-    let inum = match emulated_ns_inum(fd as c_int) {
-        Ok(Some(inum)) => inum,
+    match is_emulated_ns_file(fd as c_int) {
+        Ok(true) => {}
         // Not ours, or EBADF: the kernel answers.
-        Ok(None) | Err(_) => return real(),
-    };
+        Ok(false) | Err(_) => return real(),
+    }
     // B6: nstype must be 0 or the namespace's own type.
     if nstype as c_int != 0 && nstype != CLONE_NEWTIME {
         return -c_long::from(libc::EINVAL);
     }
-    match ask(&Request::Setns { inum }) {
+    match ask(&Request::Setns, Some(fd as c_int)) {
         Ok((time, tfc)) => {
             adopt(time, tfc);
             0
@@ -244,7 +244,7 @@ pub unsafe fn clone3(a: [c_long; 6]) -> c_long {
             )
         };
     }
-    let (new, _) = match ask(&Request::NewChildNs) {
+    let (new, _) = match ask(&Request::NewChildNs, None) {
         Ok(slots) => slots,
         Err(e) => return -c_long::from(e),
     };
@@ -265,10 +265,13 @@ pub unsafe fn clone3(a: [c_long; 6]) -> c_long {
         return 0;
     }
     if r > 0 {
-        let placed = ask(&Request::PlaceChild {
-            pid: r as u32,
-            inum: new.inum,
-        });
+        let placed = ask(
+            &Request::PlaceChild {
+                pid: r as u32,
+                inum: new.inum,
+            },
+            None,
+        );
         if let Err(e) = placed {
             debug(&[
                 S(b"PlaceChild for pid "),

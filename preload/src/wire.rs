@@ -1,13 +1,16 @@
 //! The clock library's side of the control protocol (`timens_proto`): the requests it makes
 //! (unshare, setns, clone3) and the two answers it expects, written and read here over raw
-//! system calls instead of through `timens_proto::call`.
+//! system calls instead of through `timens_proto::call`. A request may carry one descriptor
+//! (`setns` carries the file it was given): it travels as `SCM_RIGHTS` with the request line's
+//! first bytes, never with an empty payload (a 0-byte `sendmsg` on a stream socket drops it).
 //!
 //! Why by hand: every exec in a sandbox loads this library, and serde_json with its std I/O
 //! brought 75 KiB of code and 100 relocations (vtables, panic locations, error strings), whose
 //! data was one more page copied at every load. The tests below check both directions against
 //! serde_json and the protocol's own types, so the two cannot drift apart.
 
-use std::ffi::{c_long, CStr};
+use std::ffi::{c_int, c_long, CStr};
+use std::mem::{offset_of, size_of};
 
 use timens_proto::{NsSlot, Request};
 
@@ -34,10 +37,8 @@ pub fn encode(req: &Request, out: &mut [u8; REQUEST_MAX]) -> Option<usize> {
         Request::Unshare => w.put(b"{\"op\":\"unshare\""),
         Request::NewChildNs => w.put(b"{\"op\":\"new_child_ns\""),
         Request::WhoAmI => w.put(b"{\"op\":\"who_am_i\""),
-        Request::Setns { inum } => {
-            w.put(b"{\"op\":\"setns\",\"inum\":");
-            w.num(u64::from(*inum));
-        }
+        // The target is the fd sent with the line (see `call`), not a number.
+        Request::Setns => w.put(b"{\"op\":\"setns\""),
         Request::PlaceChild { pid, inum } => {
             w.put(b"{\"op\":\"place_child\",\"pid\":");
             w.num(u64::from(*pid));
@@ -243,11 +244,76 @@ impl Drop for Fd {
     }
 }
 
-/// Sends `req` to the daemon's control socket at `path` and reads its one-line answer. A
-/// daemon that does not answer within 30 s fails the call (it must not hang the caller for
-/// ever). `Err(errno)` when the daemon cannot be reached or the exchange fails; None from
-/// [`decode`] is reported as EPROTO.
-pub fn call(path: &CStr, req: &Request) -> Result<Answer, i32> {
+/// One `SCM_RIGHTS` control message with one descriptor, laid out as the kernel reads it: the
+/// header, then the fd at `CMSG_DATA`, the whole `CMSG_SPACE(sizeof(int))` bytes long. On the
+/// stack: no allocation on the way to the daemon.
+#[repr(C)]
+struct OneFd {
+    hdr: libc::cmsghdr,
+    fd: c_int,
+}
+
+// SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes from their argument.
+const _: () = unsafe {
+    assert!(size_of::<OneFd>() == libc::CMSG_SPACE(size_of::<c_int>() as u32) as usize);
+    assert!(offset_of!(OneFd, fd) == libc::CMSG_LEN(0) as usize);
+};
+
+/// Sends all of `line` on `sock`, with `pass` attached to its first bytes. Never raises
+/// SIGPIPE (a daemon gone mid-request is EPIPE).
+fn send_line(sock: c_long, line: &[u8], pass: Option<c_int>) -> Result<(), i32> {
+    // SAFETY: cmsghdr is a plain C struct; all-zero is a valid value to fill in.
+    let mut control = OneFd {
+        hdr: unsafe { std::mem::zeroed() },
+        fd: pass.unwrap_or(-1),
+    };
+    // SAFETY: as above, for CMSG_LEN only computing a size.
+    control.hdr.cmsg_len = unsafe { libc::CMSG_LEN(size_of::<c_int>() as u32) } as _;
+    control.hdr.cmsg_level = libc::SOL_SOCKET;
+    control.hdr.cmsg_type = libc::SCM_RIGHTS;
+    let mut sent = 0;
+    while sent < line.len() {
+        let mut iov = libc::iovec {
+            iov_base: line[sent..].as_ptr().cast_mut().cast(),
+            iov_len: line.len() - sent,
+        };
+        // SAFETY: msghdr is a plain C struct; all-zero (no name, no control) is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if sent == 0 && pass.is_some() {
+            msg.msg_control = std::ptr::from_mut(&mut control).cast();
+            msg.msg_controllen = size_of::<OneFd>() as _;
+        }
+        // SAFETY: `msg` points to `iov` (into `line`) and to `control`, both alive and unchanged
+        // for the call.
+        let n = unsafe {
+            sys::raw(
+                libc::SYS_sendmsg,
+                [
+                    sock,
+                    std::ptr::from_ref(&msg) as c_long,
+                    c_long::from(libc::MSG_NOSIGNAL),
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        // Interrupted before anything was sent: the fd did not go either; send both again.
+        if n == -c_long::from(libc::EINTR) {
+            continue;
+        }
+        sent += check(n)? as usize;
+    }
+    Ok(())
+}
+
+/// Sends `req` (with `pass`, an fd the daemon is to see, attached) to the daemon's control
+/// socket at `path` and reads its one-line answer. A daemon that does not answer within 30 s
+/// fails the call (it must not hang the caller for ever). `Err(errno)` when the daemon cannot be
+/// reached or the exchange fails; None from [`decode`] is reported as EPROTO.
+pub fn call(path: &CStr, req: &Request, pass: Option<c_int>) -> Result<Answer, i32> {
     let mut line = [0u8; REQUEST_MAX];
     let len = encode(req, &mut line).ok_or(libc::EINVAL)?;
     // SAFETY: socket takes no pointers.
@@ -310,27 +376,7 @@ pub fn call(path: &CStr, req: &Request) -> Result<Answer, i32> {
             )
         })?;
     }
-    let mut sent = 0;
-    while sent < len {
-        // SAFETY: write reads `line[sent..len]`, in bounds.
-        let n = unsafe {
-            sys::raw(
-                libc::SYS_write,
-                [
-                    fd.0,
-                    line[sent..].as_ptr() as c_long,
-                    (len - sent) as c_long,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-        };
-        if n == -c_long::from(libc::EINTR) {
-            continue;
-        }
-        sent += check(n)? as usize;
-    }
+    send_line(fd.0, &line[..len], pass)?;
     let mut answer = [0u8; ANSWER_MAX];
     let mut got = 0;
     while !answer[..got].contains(&b'\n') {
@@ -392,8 +438,7 @@ mod tests {
             Request::Unshare,
             Request::NewChildNs,
             Request::WhoAmI,
-            Request::Setns { inum: 0 },
-            Request::Setns { inum: u32::MAX },
+            Request::Setns,
             Request::PlaceChild {
                 pid: 4_194_304,
                 inum: 4_026_531_834,
@@ -488,6 +533,11 @@ mod tests {
     }
 
     #[test]
+    fn setns_names_no_namespace() {
+        assert_eq!(encoded(&Request::Setns), "{\"op\":\"setns\"}\n");
+    }
+
+    #[test]
     fn call_talks_to_a_daemon_over_a_socket() {
         use std::io::{BufRead, BufReader, Write};
         let dir = std::env::temp_dir().join(format!("wire-test-{}", std::process::id()));
@@ -500,7 +550,7 @@ mod tests {
             let mut line = String::new();
             BufReader::new(&s).read_line(&mut line).unwrap();
             let req: Request = serde_json::from_str(&line).unwrap();
-            assert_eq!(req, Request::Setns { inum: 42 });
+            assert_eq!(req, Request::Setns);
             let resp = Response::Error {
                 errno: libc::EPERM,
                 message: "no".into(),
@@ -511,12 +561,81 @@ mod tests {
         });
         let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         assert_eq!(
-            call(&cpath, &Request::Setns { inum: 42 }),
+            call(&cpath, &Request::Setns, None),
             Ok(Answer::Error(libc::EPERM))
         );
         server.join().unwrap();
         let missing = std::ffi::CString::new(dir.join("none").to_str().unwrap()).unwrap();
-        assert_eq!(call(&missing, &Request::Unshare), Err(libc::ENOENT));
+        assert_eq!(call(&missing, &Request::Unshare, None), Err(libc::ENOENT));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the test server read: the request and `(st_dev, st_ino)` of each fd with it.
+    type Received = (Request, Vec<(u64, u64)>);
+
+    /// A listener at a fresh path; the server thread reads one request with its fds and answers
+    /// EPERM.
+    fn one_request_server(name: &str) -> (std::path::PathBuf, std::thread::JoinHandle<Received>) {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("wire-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let (req, fds) = timens_proto::read_request(&s).unwrap();
+            let ids = fds
+                .into_iter()
+                .map(|fd| {
+                    let m = std::fs::File::from(fd).metadata().unwrap();
+                    (m.dev(), m.ino())
+                })
+                .collect();
+            let resp = Response::Error {
+                errno: libc::EPERM,
+                message: "no".into(),
+            };
+            timens_proto::write_response(&s, &resp).unwrap();
+            (req, ids)
+        });
+        (path, server)
+    }
+
+    #[test]
+    fn setns_sends_the_fd_it_was_given_with_the_line() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let (path, server) = one_request_server("fd");
+        let file = std::fs::File::open("/proc/self/ns/time")
+            .or_else(|_| std::fs::File::open("/proc/self/stat"))
+            .unwrap();
+        let meta = file.metadata().unwrap();
+        let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(
+            call(&cpath, &Request::Setns, Some(file.as_raw_fd())),
+            Ok(Answer::Error(libc::EPERM))
+        );
+        let (req, ids) = server.join().unwrap();
+        assert_eq!(req, Request::Setns);
+        assert_eq!(
+            ids,
+            vec![(meta.dev(), meta.ino())],
+            "the daemon got our file"
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn requests_without_an_fd_carry_none() {
+        let (path, server) = one_request_server("nofd");
+        let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(
+            call(&cpath, &Request::Setns, None),
+            Ok(Answer::Error(libc::EPERM))
+        );
+        let (req, ids) = server.join().unwrap();
+        assert_eq!((req, ids), (Request::Setns, vec![]));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -311,6 +311,109 @@ fn namespace_calls() {
     assert_eq!(get("entered_tfc"), pending);
 }
 
+/// setns through the clock library names its target by the fd it was given (issue 19), as the
+/// kernel's does: in a `--pid` sandbox, an fd of the caller's own `ns/time` succeeds and leaves
+/// it where it is (B7); the `ns/time` file of another timensfs daemon's overlay (FUSE, a regular
+/// file with the same inode number as the caller's namespace) and the overlay's `/proc/uptime`
+/// get EINVAL (B6: a FUSE file is not nsfs). `nsenter --time` works as on the kernel.
+#[test]
+fn setns_takes_the_namespace_from_the_fd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let Some((lib, progs, env)) = sandbox_setup("setns_takes_the_namespace", &["setns_fd"]) else {
+        return;
+    };
+    // Another daemon's sandbox; its ns/time file opened from the host goes to the program as
+    // fd FOREIGN (this sandbox's daemon, started by it, closes inherited fds).
+    let other = Env {
+        bins: env.bins.clone(),
+        state: timensfs_tests::sandbox::StateDir::new("setns_takes_the_namespace-other"),
+    };
+    let mut s2 = other.spawn(&[], &["bash", "-c", "echo $$; read -r _"]);
+    let p2 = s2.line();
+    let p2 = p2.trim();
+    let foreign = std::fs::File::open(format!("/proc/{p2}/root/proc/{p2}/ns/time"))
+        .expect("the other overlay's ns/time, from the host");
+    let foreign_ino = foreign.metadata().expect("its stat").ino();
+    const FOREIGN: i32 = 100;
+    let preload = format!("LD_PRELOAD={}", lib.display());
+    let fd_arg = format!("fd:{FOREIGN}");
+    let mut cmd = env.run_cmd(
+        &["--no-preload", "--pid", "--boottime", "3"],
+        &[
+            std::ffi::OsStr::new("env"),
+            preload.as_ref(),
+            progs[0].as_os_str(),
+            "/proc/self/ns/time".as_ref(),
+            fd_arg.as_ref(),
+            "/proc/uptime".as_ref(),
+        ],
+    );
+    let raw = foreign.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe and changes only the child's descriptor table.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, FOREIGN) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let f = timensfs_tests::sandbox::run(&mut cmd);
+    drop(foreign);
+    s2.finish();
+    assert_success("setns_fd", &f);
+    let kv = key_values(&f.stdout);
+    let get = |k: &str| {
+        kv.get(k)
+            .unwrap_or_else(|| panic!("no {k} in output:\n{}", f.stdout))
+            .as_str()
+    };
+    let own = get("time");
+    assert_eq!(
+        own,
+        format!("time:[{foreign_ino}]"),
+        "the other daemon's first namespace has the same number as ours"
+    );
+    assert_eq!(get("setns:/proc/self/ns/time"), "0", "B7: into its own");
+    assert_eq!(
+        get(&format!("setns:{fd_arg}")),
+        libc::EINVAL.to_string(),
+        "another daemon's ns/time file"
+    );
+    assert_eq!(
+        get("setns:/proc/uptime"),
+        libc::EINVAL.to_string(),
+        "a FUSE file that is not a namespace's"
+    );
+    assert_eq!(get("tfc"), own, "B5: time_for_children is the target");
+
+    if !timensfs_tests::sandbox::on_path("nsenter") {
+        eprintln!(
+            "SKIP setns_takes_the_namespace_from_the_fd (nsenter part): tool-missing: nsenter"
+        );
+        return;
+    }
+    let f = run_sandboxed(
+        &env,
+        &lib,
+        &["--pid", "--boottime", "3"],
+        &[
+            "nsenter",
+            "--time=/proc/self/ns/time",
+            "cat",
+            "/proc/self/timens_offsets",
+        ],
+    );
+    assert_success("nsenter --time=/proc/self/ns/time", &f);
+    assert_eq!(
+        f.stdout,
+        timensfs_tests::sandbox::offsets_text((0, 0), (3, 0)),
+        "nsenter into its own namespace"
+    );
+}
+
 /// B4: `unshare` + offsets + exec (util-linux `unshare -T` style): the new image's clocks are
 /// those of the pending namespace.
 #[test]

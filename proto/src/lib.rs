@@ -71,8 +71,12 @@ pub enum Request {
     /// The clock library's `unshare(CLONE_NEWTIME)`: a new pending namespace, with offsets copied
     /// from the caller's time_for_children (A4), becomes the caller's time_for_children (A1).
     Unshare,
-    /// The clock library's `setns()` on a time namespace file whose `st_ino` is `inum` (B5).
-    Setns { inum: u32 },
+    /// The clock library's `setns()` on a time namespace file (B5). Carries one fd: the file the
+    /// caller gave to setns. As on the kernel, the target is whatever that file is (one of the
+    /// daemon's own overlays' `ns/time` files), never a number the request names: anything a
+    /// client adds (an older library's `inum`) is ignored, and without an fd the answer is
+    /// EBADF, the kernel's for an fd the caller does not have.
+    Setns,
     /// `clone3(CLONE_NEWTIME)` without CLONE_VM, step 1: a new namespace copied from the caller's
     /// time_for_children, entered (so frozen) at once by the child to come (A11).
     NewChildNs,
@@ -257,6 +261,20 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert!(text.starts_with(r#"{"op":"create_sandbox""#), "{text}");
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn setns_names_no_namespace() {
+        assert_eq!(
+            serde_json::to_string(&Request::Setns).unwrap(),
+            r#"{"op":"setns"}"#
+        );
+        // A raw client's (or an older library's) inum is read and ignored: the daemon answers
+        // from the fd, so such a request gets EBADF rather than a dropped connection.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"setns","inum":4160749568}"#).unwrap(),
+            Request::Setns
+        );
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! Each test has a state directory (and so a daemon) of its own; see `timensfs_tests::sandbox`.
 
 use timensfs_tests::sandbox::{
-    self, kernel_unshare, offsets_text, parse_ns_link, Background, Env, Needs,
+    self, kernel_unshare, offsets_text, parse_ns_link, Background, Env, Needs, StateDir,
 };
+
+/// The raw control-socket client (tests/src/bin/ns_client.rs).
+const NS_CLIENT: &str = env!("CARGO_BIN_EXE_ns-client");
 
 const BASH: Needs = Needs {
     kernel_oracle: false,
@@ -250,4 +253,203 @@ fn a_sandboxs_store_view_holds_its_own_namespaces_only() {
     assert_eq!(mode_of(env.state.path().join("store")), 0o600, "the store");
     assert_eq!(mode_of(env.state.path().join("views")), 0o700, "the views");
     b.finish();
+}
+
+/// Sandbox B whose namespace stays pending: a `--for-children` shell that writes `boottime 7 0`
+/// into it and, with builtins only (a fork would enter it, and so freeze it), prints its pid and
+/// waits on stdin; then prints its offsets. Returns B and its namespace's inum, read from status
+/// (B is the daemon's only sandbox when this runs), where it is not frozen.
+fn start_pending_b(env: &Env) -> (Background, u64) {
+    let mut b = env.spawn(
+        &["--for-children"],
+        &[
+            "bash",
+            "-c",
+            "echo 'boottime 7 0' > /proc/$$/timens_offsets; echo $$; read -r _; \
+             cat /proc/$$/timens_offsets",
+        ],
+    );
+    b.line();
+    let status = env.status();
+    assert_eq!(status.len(), 1, "only B in status: {status:?}");
+    assert_eq!(status[0]["frozen"], false, "B pending: {status:?}");
+    let inum = status[0]["inum"].as_u64().expect("B's inum");
+    (b, inum)
+}
+
+/// What one `ns-client request` printed: the daemon's answer, then the client's own `ns/time`
+/// link and timens_offsets read after it.
+struct Asked {
+    reply: serde_json::Value,
+    time: u64,
+    offsets: String,
+}
+
+/// Splits the output of consecutive `ns-client request` runs.
+fn parse_asked(out: &str) -> Vec<Asked> {
+    let mut runs = Vec::new();
+    let mut lines = out.lines().peekable();
+    while let Some(line) = lines.next() {
+        let reply = line
+            .strip_prefix("reply ")
+            .unwrap_or_else(|| panic!("a reply line, got {line:?} in {out:?}"));
+        let reply = serde_json::from_str(reply).unwrap_or_else(|e| panic!("{reply}: {e}"));
+        let time = lines
+            .next()
+            .and_then(|l| l.strip_prefix("time "))
+            .expect("time line");
+        let mut offsets = String::new();
+        while let Some(l) = lines.next_if(|l| !l.starts_with("reply ")) {
+            offsets.push_str(l);
+            offsets.push('\n');
+        }
+        runs.push(Asked {
+            reply,
+            time: parse_ns_link(time),
+            offsets,
+        });
+    }
+    runs
+}
+
+/// Issue 19, "entering another sandbox's namespace by naming it": from inside a `--pid`
+/// sandbox A, a raw request `{"op":"setns","inum":B}` on the control socket, with no fd, gets
+/// EBADF (the kernel's setns needs an fd of B's ns/time, which A cannot open) and changes
+/// nothing: the caller stays in A with A's offsets, and B's namespace stays pending with its own
+/// offsets. The same request with an fd of the caller's own `ns/time` works as the kernel's
+/// setns does (B5, B7): the target is the fd's namespace, whatever inum the line names.
+#[test]
+fn a_raw_setns_naming_another_sandboxs_namespace_changes_nothing() {
+    let Some(env) = Env::new("a_raw_setns_naming_another", BASH) else {
+        return;
+    };
+    let (mut b, b_inum) = start_pending_b(&env);
+    let line = format!(r#"{{"op":"setns","inum":{b_inum}}}"#);
+    let sock = "/proc/.timens/control.sock";
+    let script = format!(
+        "{NS_CLIENT} request {sock} '{line}'; {NS_CLIENT} request {sock} '{line}' /proc/self/ns/time"
+    );
+    let (a_inum, out) = in_sandbox_a(&env, &["--pid"], &script);
+    assert_ne!(a_inum, b_inum);
+    let asked = parse_asked(&out);
+    assert_eq!(asked.len(), 2, "{out}");
+    let a_offsets = offsets_text((0, 0), (3, 0));
+
+    let raw = &asked[0];
+    assert_eq!(
+        (raw.reply["reply"].as_str(), raw.reply["errno"].as_i64()),
+        (Some("error"), Some(i64::from(libc::EBADF))),
+        "a setns naming B's namespace without an fd: {}",
+        raw.reply
+    );
+    assert_eq!(
+        raw.time, a_inum,
+        "the caller's ns/time after the raw request"
+    );
+    assert_eq!(
+        raw.offsets, a_offsets,
+        "the caller's offsets after the raw request"
+    );
+
+    let with_fd = &asked[1];
+    assert_eq!(
+        (
+            with_fd.reply["reply"].as_str(),
+            with_fd.reply["time"]["inum"].as_u64(),
+            with_fd.reply["tfc"]["inum"].as_u64(),
+        ),
+        (Some("ns"), Some(a_inum), Some(a_inum)),
+        "setns with an fd of the caller's own ns/time: {}",
+        with_fd.reply
+    );
+    assert_eq!(with_fd.time, a_inum);
+    assert_eq!(with_fd.offsets, a_offsets);
+
+    let status = env.status();
+    let e = sandbox::status_entry(&status, b_inum)
+        .unwrap_or_else(|| panic!("status lost B ({b_inum}): {status:?}"));
+    assert_eq!(e["frozen"], false, "B still pending: {e}");
+    assert_eq!(e["boottime"]["sec"].as_i64(), Some(7), "B's offsets: {e}");
+    let f = b.finish();
+    assert!(f.status.success(), "B: {} {}", f.status, f.stderr);
+    assert_eq!(
+        f.stdout,
+        offsets_text((0, 0), (7, 0)),
+        "B's offsets inside B"
+    );
+}
+
+/// A setns fd that is not one of this daemon's own `ns/time` files is refused with EINVAL, as
+/// the kernel refuses a file that is neither nsfs nor a pidfd (B6), even when the request names
+/// the caller's own namespace: the `ns/time` file of another timensfs daemon's overlay (FUSE,
+/// a regular file whose inode number is a namespace's, here the same number as the caller's),
+/// a file of the caller's own overlay that is not a namespace's (`/proc/uptime`), and a regular
+/// file of another file system.
+#[test]
+fn a_setns_fd_that_is_not_the_daemons_namespace_file_is_einval() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let Some(env) = Env::new("a_setns_fd_that_is_not", BASH) else {
+        return;
+    };
+    // Another daemon with a sandbox of its own. Its `ns/time` file is opened from the host and
+    // handed to A's shell as fd FOREIGN (A cannot reach that overlay: its /proc/PID/root is a
+    // link with the kernel's text, `/`).
+    let other = Env {
+        bins: env.bins.clone(),
+        state: StateDir::new("a_setns_fd_that_is_not-other"),
+    };
+    let mut s2 = other.spawn(&[], &["bash", "-c", "echo $$; read -r _"]);
+    let p2 = s2.line();
+    let p2 = p2.trim();
+    let foreign = std::fs::File::open(format!("/proc/{p2}/root/proc/{p2}/ns/time"))
+        .expect("the other overlay's ns/time, from the host");
+    let foreign_ino = foreign.metadata().expect("its stat").ino();
+    const FOREIGN: i32 = 100;
+    let sock = "/proc/.timens/control.sock";
+    let script = format!(
+        r#"a=$(readlink /proc/self/ns/time); a=${{a#time:[}}; a=${{a%]}}
+echo $a
+for f in fd:{FOREIGN} /proc/uptime {NS_CLIENT}; do
+  {NS_CLIENT} request {sock} "{{\"op\":\"setns\",\"inum\":$a}}" "$f"
+done"#
+    );
+    // A starts the daemon, which closes every inherited fd: only A's shell has FOREIGN.
+    let mut cmd = env.run_cmd(&["--boottime", "3"], &["bash", "-c", &script]);
+    let raw = foreign.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe and changes only the child's descriptor table.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, FOREIGN) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let f = sandbox::run(&mut cmd);
+    drop(foreign);
+    assert!(f.status.success(), "A: {} {}", f.status, f.stderr);
+    let (a_inum, rest) = f.stdout.split_once('\n').expect("A's inum");
+    let a_inum: u64 = a_inum.parse().expect("A's inum");
+    assert_eq!(
+        foreign_ino, a_inum,
+        "the other daemon's first namespace has the same number as A's"
+    );
+    let asked = parse_asked(rest);
+    assert_eq!(asked.len(), 3, "{}", f.stdout);
+    for (what, a) in ["another daemon's ns/time", "/proc/uptime", "a regular file"]
+        .iter()
+        .zip(&asked)
+    {
+        assert_eq!(
+            (a.reply["reply"].as_str(), a.reply["errno"].as_i64()),
+            (Some("error"), Some(i64::from(libc::EINVAL))),
+            "setns with {what}: {}",
+            a.reply
+        );
+        assert_eq!(a.time, a_inum, "after setns with {what}");
+        assert_eq!(a.offsets, offsets_text((0, 0), (3, 0)), "after {what}");
+    }
+    s2.finish();
 }

@@ -69,12 +69,22 @@ pub fn create_sandbox(
             "creating a time namespace needs root with CAP_SYS_ADMIN",
         ));
     }
+    // A third fd, the overlay's root, tells its device number: how a setns fd is recognised as
+    // a file of this sandbox's overlay (nsops::ns_of_fd). Without it (an older `timens`), no fd
+    // names a namespace of this sandbox.
+    let mut fds = fds;
+    let overlay_root = if fds.len() == 3 { fds.pop() } else { None };
     let [fuse_fd, procfs]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
         error(
             libc::EINVAL,
-            "create_sandbox needs two fds: /dev/fuse and the sandbox's procfs",
+            "create_sandbox needs /dev/fuse, the sandbox's procfs and the overlay's root",
         )
     })?;
+    let overlay_dev = match overlay_root {
+        Some(root) => crate::nsops::overlay_device(daemon, peer_pid, &root)
+            .map_err(|e| error(libc::EINVAL, e))?,
+        None => 0,
+    };
     let offsets = procview::Offsets {
         monotonic: procview::Timespec::new(monotonic.sec, monotonic.nsec),
         boottime: procview::Timespec::new(boottime.sec, boottime.nsec),
@@ -177,6 +187,7 @@ pub fn create_sandbox(
         procfs,
         pidns_level,
         mntns: mntns_inum,
+        overlay_dev,
         tgid_cache: Default::default(),
         host_uptime: Default::default(),
         host_stat: Default::default(),
