@@ -584,7 +584,10 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (s, _) = listener.accept().unwrap();
-            let (req, fds) = timens_proto::read_request(&s).unwrap();
+            let mut buf = vec![0u8; timens_proto::REQUEST_MAX];
+            let (n, fds) = timens_sys::fdpass::recv_with_fds(&s, &mut buf, 4).unwrap();
+            let end = buf[..n].iter().position(|&b| b == b'\n').unwrap_or(n);
+            let req = timens_proto::parse_request(&buf[..end]).unwrap();
             let ids = fds
                 .into_iter()
                 .map(|fd| {

@@ -92,7 +92,12 @@ fn child(done: &std::fs::File, report: &mut std::fs::File) -> ! {
 }
 
 /// P: one pending namespace per round, forked into at the go signal.
-fn forker(go: &std::fs::File, ready: &mut std::fs::File, done: &std::fs::File, report: &std::fs::File) -> ! {
+fn forker(
+    go: &std::fs::File,
+    ready: &mut std::fs::File,
+    done: &std::fs::File,
+    report: &std::fs::File,
+) -> ! {
     while byte(go) == Some(b'u') {
         // SAFETY: unshare takes no pointers.
         if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
@@ -166,7 +171,10 @@ fn main() {
         done_w.write_all(b"d").expect("done");
         let mut text = String::new();
         std::io::BufRead::read_line(&mut reports, &mut text).expect("report");
-        let v: Vec<i64> = text.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        let v: Vec<i64> = text
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         let [f1, c1, f2, c2] = v[..] else {
             violation = Some(format!("round {round}: child report {text:?}"));
             break;
