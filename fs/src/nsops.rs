@@ -437,21 +437,33 @@ fn host_child_of(daemon: &Daemon, parent: u32, nspid: u32, level: usize) -> Opti
 /// and the process that made them is gone (A7: the kernel frees them with their last reference).
 pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
     pending.retain(|_, (_, _, when)| when.elapsed() < Duration::from_secs(10));
+    // Taken before the store's lock (`live`), which is never held around the maps' locks.
+    let used: std::collections::HashSet<NsRef> = daemon
+        .tasks
+        .iter()
+        .flat_map(|r| [r.ns.time, r.ns.tfc])
+        .chain(daemon.sandboxes.iter().map(|s| NsRef::Slot(s.ns)))
+        .collect();
+    let now = crate::state::unix_now();
     for snap in daemon.store.live() {
-        if !made_by_a_syscall(&snap.meta.label) {
+        if !made_by_a_syscall(&snap.meta.label)
+            || used.contains(&NsRef::Slot(snap.slot))
+            || pending.contains_key(&snap.inum)
+        {
             continue;
         }
-        let ns = NsRef::Slot(snap.slot);
-        let used = daemon
-            .tasks
-            .iter()
-            .any(|r| r.ns.time == ns || r.ns.tfc == ns)
-            || daemon.sandboxes.iter().any(|s| s.ns == snap.slot)
-            || pending.contains_key(&snap.inum);
-        if used {
-            continue;
-        }
-        if !daemon.anchor_alive(&snap.meta) {
+        // This daemon knows every member of a namespace made since it started (its tracked
+        // tasks), so one nobody is in is gone (A7), unless it is so young that its maker's
+        // record may still be on its way. One made before this daemon started may have members
+        // it never learned of: it waits for the process that made it.
+        let ours = snap.meta.created_unix >= daemon.started_unix;
+        let young = now.saturating_sub(snap.meta.created_unix) < 10;
+        let unused = if ours {
+            !young
+        } else {
+            !daemon.anchor_alive(&snap.meta)
+        };
+        if unused {
             daemon.store.release(snap.slot);
         }
     }

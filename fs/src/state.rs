@@ -163,6 +163,17 @@ pub struct Daemon {
     pub refresh: crate::statpage::Refresher,
     /// Entry invalidations waiting for the notifier thread (see `notify`).
     pub notes: crate::notify::Notes,
+    /// When this daemon started (seconds since the epoch): namespaces made since then have
+    /// every member tracked here.
+    pub started_unix: u64,
+}
+
+/// Seconds since the epoch, as namespaces' `created_unix` counts them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Host pid → its ids in every pid namespace from the host's down (`NSpid:`).
@@ -202,6 +213,7 @@ impl Daemon {
             host_proc,
             refresh: Default::default(),
             notes: Default::default(),
+            started_unix: unix_now(),
         }
     }
 

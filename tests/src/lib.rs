@@ -3,3 +3,4 @@
 pub mod harness;
 pub mod offsets;
 pub mod sandbox;
+pub mod watchdog;
