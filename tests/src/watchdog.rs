@@ -43,15 +43,13 @@ fn connections() -> HashSet<u32> {
 /// The FUSE connection serving `pid`'s `/proc`, if `/proc` is a FUSE mount there.
 fn proc_connection(pid: &str) -> Option<u32> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dash = f.iter().position(|x| *x == "-")?;
-            (f.get(4) == Some(&"/proc") && f.get(dash + 1)?.starts_with("fuse"))
-                .then(|| f[2].split(':').nth(1)?.parse().ok())
-                .flatten()
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let dash = f.iter().position(|x| *x == "-")?;
+        (f.get(4) == Some(&"/proc") && f.get(dash + 1)?.starts_with("fuse"))
+            .then(|| f[2].split(':').nth(1)?.parse().ok())
+            .flatten()
+    })
 }
 
 fn first_line(path: &str) -> String {
