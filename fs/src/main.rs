@@ -8,6 +8,7 @@ mod control;
 mod nsops;
 mod overlay;
 mod pio;
+mod procpos;
 mod readers;
 mod rootfile;
 mod state;

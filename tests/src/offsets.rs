@@ -55,6 +55,13 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "seek_after_write",
         "kernel: position moved only by read/lseek; FUSE also moves it by accepted writes and never reports an lseek, so a seek to that position looks like none",
     ),
+    // procfs passes the handler the file position whatever O_APPEND says; FUSE sends an
+    // O_APPEND write at the inode's size instead, so the daemon takes it for position 0 (the
+    // position of an fd only written to). A read or lseek before it goes unseen.
+    (
+        "append_position",
+        "kernel: an O_APPEND write is at the file position, moved by read/lseek; FUSE sends it at the inode size, so the daemon takes 0",
+    ),
 ];
 
 /// The hand-written case that pins each known difference: (case, difference).
@@ -63,6 +70,7 @@ pub const KNOWN_DIFFERENCE_CASES: &[(&str, &str)] = &[
     ("pwrite_at_5", "pwrite"),
     ("empty_write", "empty_write"),
     ("lseek_to_written_then_write", "seek_after_write"),
+    ("append_after_read", "append_position"),
 ];
 
 /// The reason for a known difference, by its name.
@@ -692,6 +700,20 @@ pub static CASES: &[Case] = &[
             c.write(&fd, b"monotonic 10 0\n");
             c.lseek(&fd, 15, libc::SEEK_SET);
             c.write(&fd, b"boottime 20 0\n");
+        }
+    }),
+    // procfs ignores O_APPEND (`echo ... >> timens_offsets`): both writes are at position 0.
+    case!("append_two_writes", "E1", |c| {
+        if let Some(fd) = c.open(libc::O_WRONLY | libc::O_APPEND) {
+            c.write(&fd, b"monotonic 10 0\n");
+            c.write(&fd, b"boottime 20 0\n");
+        }
+    }),
+    // Known difference: the read moved the kernel's position to 10.
+    case!("append_after_read", "E1", |c| {
+        if let Some(fd) = c.open(libc::O_RDWR | libc::O_APPEND) {
+            c.read(&fd, 10);
+            c.write(&fd, b"monotonic 10 0\n");
         }
     }),
     // --- read format (D2, D6) ---
