@@ -28,7 +28,7 @@ need_root fuzz-offsets.sh "the emulation mounts FUSE; the kernel side creates ti
 
 # The test's state directory (and so its daemon's --state-dir) lands under WORK (TMPDIR), so
 # that an interrupted run's daemon can be found and ended here by pid.
-WORK=$(mktemp -d /tmp/timensfs-fuzz-offsets.XXXXXX)
+WORK=$(mktemp -d /tmp/tfz.XXXXXX)   # short: the control socket path must fit in sun_path
 LOG=$WORK/test.log
 
 # Ends every timensfs whose --state-dir is under WORK (by pid, checked against its command

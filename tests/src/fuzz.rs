@@ -56,8 +56,9 @@ pub enum Seek {
 /// One operation of a case. Each records exactly one result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Opens the file (O_WRONLY, or O_RDWR), replacing (closing) the current fd.
-    Open { rdwr: bool },
+    /// Opens the file with these flags (O_WRONLY or O_RDWR, perhaps O_APPEND or O_TRUNC),
+    /// replacing (closing) the current fd.
+    Open { flags: i32 },
     /// `write(fd, buf)`.
     Write(Vec<Piece>),
     /// `pwrite(fd, buf, off)`.
@@ -153,7 +154,7 @@ impl FuzzCase {
             .ops
             .iter()
             .map(|op| match op {
-                Op::Open { rdwr } => json!(["open", rdwr]),
+                Op::Open { flags } => json!(["open", flags]),
                 Op::Write(p) => json!(["write", pieces_json(p)]),
                 Op::Pwrite(p, off) => json!(["pwrite", pieces_json(p), off]),
                 Op::Lseek(Seek::To(off)) => json!(["lseek", off]),
@@ -177,7 +178,7 @@ impl FuzzCase {
                 let a = op.as_array()?;
                 Some(match a.first()?.as_str()? {
                     "open" => Op::Open {
-                        rdwr: a.get(1)?.as_bool()?,
+                        flags: i32::try_from(a.get(1)?.as_i64()?).ok()?,
                     },
                     "write" => Op::Write(pieces_from(a.get(1)?)?),
                     "pwrite" => Op::Pwrite(pieces_from(a.get(1)?)?, a.get(2)?.as_i64()?),
@@ -199,7 +200,7 @@ impl FuzzCase {
         let mut out = String::new();
         for op in &self.ops {
             let line = match op {
-                Op::Open { rdwr } => format!("open({})", if *rdwr { "O_RDWR" } else { "O_WRONLY" }),
+                Op::Open { flags } => format!("open({})", open_flags(*flags)),
                 Op::Write(p) => format!("write({})", describe_pieces(p)),
                 Op::Pwrite(p, off) => format!("pwrite({}, {off})", describe_pieces(p)),
                 Op::Lseek(Seek::To(off)) => format!("lseek({off})"),
@@ -214,6 +215,27 @@ impl FuzzCase {
         }
         out
     }
+}
+
+/// `O_WRONLY|O_APPEND` and the like.
+pub fn open_flags(flags: i32) -> String {
+    let mut names = vec![match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => "O_RDONLY",
+        libc::O_WRONLY => "O_WRONLY",
+        _ => "O_RDWR",
+    }
+    .to_string()];
+    let mut rest = flags & !libc::O_ACCMODE;
+    for (bit, name) in [(libc::O_APPEND, "O_APPEND"), (libc::O_TRUNC, "O_TRUNC")] {
+        if rest & bit != 0 {
+            names.push(name.to_string());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        names.push(format!("{rest:#o}"));
+    }
+    names.join("|")
 }
 
 /// Shows bytes as the body of a Rust byte string; long runs of one byte are abbreviated.
@@ -320,11 +342,10 @@ pub fn run_ops(case: &FuzzCase, id: u64) -> String {
     let mut written: i64 = 0;
     for op in &case.ops {
         match op {
-            Op::Open { rdwr } => {
+            Op::Open { flags } => {
                 drop(fd.take()); // closed before the next open, as close(2) would be
                 written = 0;
-                let flags = if *rdwr { libc::O_RDWR } else { libc::O_WRONLY };
-                fd = ctx.open(flags);
+                fd = ctx.open(*flags);
                 if fd.is_some() {
                     ctx.results.push(Value::from(0));
                 }
@@ -468,17 +489,75 @@ struct Positions {
     kernel: i64,
     /// The FUSE file's `f_pos`: also moved by every accepted write.
     fuse: i64,
-    /// What the daemon has accepted on this fd, which it subtracts from FUSE positions.
+    /// What the daemon subtracts from FUSE positions (fs/src/procpos.rs).
     phantom: i64,
+    /// The fd has O_APPEND: FUSE sends its writes at the inode's size, which the daemon takes
+    /// for position 0.
+    append: bool,
+    /// The FUSE position depends on the inode's size (an lseek after an append write).
+    unknown: bool,
 }
 
+/// Stands for the unknown inode size plus count after an append write: large, so that reads
+/// that follow map as they do in the daemon (FUSE position minus phantom).
+const APPENDED: i64 = 1 << 40;
+
 impl Positions {
-    /// The position the emulation's handlers work with (fs/src/overlay.rs, read/write).
-    fn emulated(&self) -> i64 {
-        if self.fuse >= self.phantom {
-            self.fuse - self.phantom
+    fn opened(flags: i32) -> Self {
+        Positions {
+            append: flags & libc::O_APPEND != 0,
+            ..Positions::default()
+        }
+    }
+
+    /// The position the emulation's handlers work with (fs/src/procpos.rs), if known.
+    fn emulated(&self, write: bool) -> Option<i64> {
+        if write && self.append {
+            Some(0)
+        } else if self.unknown {
+            None
+        } else if self.fuse >= self.phantom {
+            Some(self.fuse - self.phantom)
         } else {
-            self.fuse
+            Some(self.fuse)
+        }
+    }
+
+    /// Whether the emulation works at another position than the kernel for this op.
+    fn parted(&self, write: bool) -> bool {
+        self.emulated(write) != Some(self.kernel)
+    }
+
+    /// The known difference a parted position makes.
+    fn why(&self) -> &'static str {
+        if self.append {
+            "append_position"
+        } else {
+            "seek_after_write"
+        }
+    }
+
+    fn accepted(&mut self, op: &Op, n: i64) {
+        match op {
+            Op::Write(_) if self.append => {
+                self.fuse = APPENDED + n;
+                self.phantom = APPENDED + n;
+            }
+            Op::Write(_) => {
+                self.fuse += n;
+                self.phantom += n;
+            }
+            Op::Pwrite(..) => self.phantom += n,
+            Op::Read(_) => {
+                self.kernel += n;
+                self.fuse += n;
+            }
+            Op::Lseek(_) => {
+                self.unknown = self.phantom >= APPENDED;
+                self.kernel = n;
+                self.fuse = n;
+            }
+            _ => {}
         }
     }
 }
@@ -490,7 +569,9 @@ impl Positions {
 ///   the case is not compared;
 /// - `seek_after_write`: a read or write where the emulation's position differs from the
 ///   kernel's because an lseek landed at or past what earlier writes moved the FUSE
-///   position; the rest of the case is not compared.
+///   position; the rest of the case is not compared;
+/// - `append_position`: the same on an O_APPEND fd, whose writes the emulation takes for
+///   position 0 while the kernel's position was moved by a read or lseek.
 pub fn compare(case: &FuzzCase, kernel: &Value, emul: &Value) -> Verdict {
     if kernel.get("error").is_some() || emul.get("error").is_some() {
         return if kernel == emul {
@@ -510,7 +591,7 @@ pub fn compare(case: &FuzzCase, kernel: &Value, emul: &Value) -> Verdict {
         let same = k == e;
         let n = e.and_then(Value::as_i64);
         match op {
-            Op::Open { .. } => pos = Positions::default(),
+            Op::Open { flags } => pos = Positions::opened(*flags),
             Op::Write(p) if !same => {
                 if static_len(p) == Some(0)
                     && k.and_then(Value::as_str) == Some("EINVAL")
@@ -519,17 +600,17 @@ pub fn compare(case: &FuzzCase, kernel: &Value, emul: &Value) -> Verdict {
                     known = Some("empty_write");
                     continue;
                 }
-                if pos.kernel != pos.emulated() {
-                    return Verdict::Known("seek_after_write");
+                if pos.parted(true) {
+                    return Verdict::Known(pos.why());
                 }
             }
-            Op::Read(_) if pos.kernel != pos.emulated() => {
+            Op::Read(_) if pos.parted(false) => {
                 if !same {
-                    return Verdict::Known("seek_after_write");
+                    return Verdict::Known(pos.why());
                 }
                 // Same count, but from another position: the bytes read are not compared.
                 skip_read = true;
-                known = Some("seek_after_write");
+                known = Some(pos.why());
             }
             Op::Pwrite(..) if !same && k.and_then(Value::as_str) == Some("ESPIPE") => {
                 if n.is_some() {
@@ -547,21 +628,8 @@ pub fn compare(case: &FuzzCase, kernel: &Value, emul: &Value) -> Verdict {
                 show(e)
             ));
         }
-        match (op, n) {
-            (Op::Write(_), Some(n)) => {
-                pos.fuse += n;
-                pos.phantom += n;
-            }
-            (Op::Pwrite(..), Some(n)) => pos.phantom += n,
-            (Op::Read(_), Some(n)) => {
-                pos.kernel += n;
-                pos.fuse += n;
-            }
-            (Op::Lseek(_), Some(n)) => {
-                pos.kernel = n;
-                pos.fuse = n;
-            }
-            _ => {}
+        if let Some(n) = n {
+            pos.accepted(op, n);
         }
     }
     if kr.len() != er.len() || kr.len() != case.ops.len() {
@@ -608,7 +676,9 @@ mod tests {
         let case = FuzzCase {
             ops: vec![
                 Op::DropCap,
-                Op::Open { rdwr: true },
+                Op::Open {
+                    flags: libc::O_RDWR | libc::O_APPEND,
+                },
                 Op::Write(vec![
                     lit(b"monotonic \xff\0 "),
                     Piece::Now {
@@ -642,7 +712,9 @@ mod tests {
     fn describe_shows_bytes_and_runtime_pieces() {
         let case = FuzzCase {
             ops: vec![
-                Op::Open { rdwr: false },
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
                 Op::Write(vec![
                     lit(b"7 \t\x00\xa0"),
                     Piece::Now {
@@ -682,7 +754,12 @@ mod tests {
     #[test]
     fn compare_match_and_plain_difference() {
         let case = FuzzCase {
-            ops: vec![Op::Open { rdwr: false }, Op::Write(vec![lit(b"1 1 0")])],
+            ops: vec![
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
+                Op::Write(vec![lit(b"1 1 0")]),
+            ],
         };
         let k = rec(json!([0, 5]), "a");
         assert_eq!(compare(&case, &k, &k.clone()), Verdict::Match);
@@ -696,7 +773,9 @@ mod tests {
     fn compare_empty_write_only_when_empty() {
         let case = FuzzCase {
             ops: vec![
-                Op::Open { rdwr: false },
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
                 Op::Write(vec![]),
                 Op::Write(vec![lit(b"1 1 0")]),
             ],
@@ -709,7 +788,12 @@ mod tests {
         assert!(matches!(compare(&case, &k, &e), Verdict::Differ(_)));
         // A non-empty write answered with 0 is a real difference.
         let case = FuzzCase {
-            ops: vec![Op::Open { rdwr: false }, Op::Write(vec![lit(b"x")])],
+            ops: vec![
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
+                Op::Write(vec![lit(b"x")]),
+            ],
         };
         let k = rec(json!([0, "EINVAL"]), "a");
         let e = rec(json!([0, 0]), "a");
@@ -720,7 +804,9 @@ mod tests {
     fn compare_pwrite() {
         let case = FuzzCase {
             ops: vec![
-                Op::Open { rdwr: false },
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
                 Op::Pwrite(vec![lit(b"1 1 0")], 5),
                 Op::Write(vec![lit(b"1 2 0")]),
             ],
@@ -737,10 +823,39 @@ mod tests {
     }
 
     #[test]
+    fn compare_append_position() {
+        let case = |first: Op| FuzzCase {
+            ops: vec![
+                Op::Open {
+                    flags: libc::O_RDWR | libc::O_APPEND,
+                },
+                first,
+                Op::Write(vec![lit(b"1 1 0\n")]),
+            ],
+        };
+        // A read moved the kernel's position to 10: its write fails, the emulation's cannot.
+        let k = rec(json!([0, 10, "EINVAL"]), "a");
+        let e = rec(json!([0, 10, 6]), "b");
+        assert_eq!(
+            compare(&case(Op::Read(10)), &k, &e),
+            Verdict::Known("append_position")
+        );
+        // After lseek(0) both are at 0: a difference is real.
+        let k = rec(json!([0, 0, 6]), "a");
+        let e = rec(json!([0, 0, "EINVAL"]), "a");
+        assert!(matches!(
+            compare(&case(Op::Lseek(Seek::To(0))), &k, &e),
+            Verdict::Differ(_)
+        ));
+    }
+
+    #[test]
     fn compare_seek_after_write_only_where_positions_part() {
         let ops = |seek| FuzzCase {
             ops: vec![
-                Op::Open { rdwr: false },
+                Op::Open {
+                    flags: libc::O_WRONLY,
+                },
                 Op::Write(vec![lit(b"1 1 0\n")]),
                 Op::Lseek(seek),
                 Op::Write(vec![lit(b"7 2 0\n")]),

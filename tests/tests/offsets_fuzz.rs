@@ -30,7 +30,9 @@ use timensfs_tests::sandbox::{Background, Env, Needs};
 const BIN: &str = env!("CARGO_BIN_EXE_offsets-case");
 /// The daemon's log in its state directory (`timens_proto::LOG_NAME`).
 const LOG_NAME: &str = "timensfs.log";
-const TEST: &str = "offsets_fuzz::emulation_matches_kernel";
+/// Names the skip line and the state directory (kept short: the control socket's path must fit
+/// in `sun_path` even under the bench script's TMPDIR).
+const TEST: &str = "offsets_fuzz";
 
 const DEFAULT_CASES: u64 = 10_000;
 /// "timens" in ASCII.
@@ -436,39 +438,51 @@ fn without_now(pieces: Vec<Piece>) -> Vec<Piece> {
 }
 
 fn wr() -> Op {
-    Op::Open { rdwr: false }
+    Op::Open {
+        flags: libc::O_WRONLY,
+    }
 }
 
 /// A whole case: usually one write on a fresh fd; also writes split over several calls,
-/// two writes per fd or per open, seeks and reads on the fd, pwrite, a freeze (C1, E8),
-/// and a dropped CAP_SYS_TIME (F2, E8).
+/// two writes per fd or per open, seeks and reads on the fd, O_APPEND and O_TRUNC, pwrite,
+/// a freeze (C1, E8), and a dropped CAP_SYS_TIME (F2, E8).
 fn case() -> BoxedStrategy<FuzzCase> {
+    let open = |flags| Op::Open { flags };
     let ops = prop_oneof![
-        16 => payload().prop_map(|p| vec![wr(), Op::Write(p)]),
-        3 => (payload(), prop::collection::vec(any::<Index>(), 1..3)).prop_map(|(p, cuts)| {
-            let mut ops = vec![wr()];
-            ops.extend(split(p, cuts).into_iter().map(Op::Write));
-            ops
-        }),
-        2 => (payload(), payload()).prop_map(|(a, b)| vec![wr(), Op::Write(a), Op::Write(b)]),
+        16 => (open_flags(), payload()).prop_map(move |(f, p)| vec![open(f), Op::Write(p)]),
+        3 => (open_flags(), payload(), prop::collection::vec(any::<Index>(), 1..3)).prop_map(
+            move |(f, p, cuts)| {
+                let mut ops = vec![open(f)];
+                ops.extend(split(p, cuts).into_iter().map(Op::Write));
+                ops
+            }
+        ),
+        2 => (open_flags(), payload(), payload())
+            .prop_map(move |(f, a, b)| vec![open(f), Op::Write(a), Op::Write(b)]),
         1 => (payload(), payload())
             .prop_map(|(a, b)| vec![wr(), Op::Write(a), wr(), Op::Write(b)]),
-        2 => (any::<bool>(), payload(), seek(), payload()).prop_map(|(rdwr, a, s, b)| {
-            vec![Op::Open { rdwr }, Op::Write(a), Op::Lseek(s), Op::Write(b)]
+        2 => (open_flags(), payload(), seek(), payload()).prop_map(move |(f, a, s, b)| {
+            vec![open(f), Op::Write(a), Op::Lseek(s), Op::Write(b)]
         }),
-        1 => (1usize..100, seek(), payload()).prop_map(|(n, s, p)| {
-            vec![Op::Open { rdwr: true }, Op::Read(n), Op::Lseek(s), Op::Write(p)]
+        1 => (read_flags(), 1usize..100, seek(), payload()).prop_map(move |(f, n, s, p)| {
+            vec![open(f), Op::Read(n), Op::Lseek(s), Op::Write(p)]
         }),
-        1 => (payload(), 1usize..100, seek(), 1usize..100).prop_map(|(p, n, s, m)| {
-            vec![
-                Op::Open { rdwr: true },
-                Op::Write(without_now(p)),
-                Op::Read(n),
-                Op::Lseek(s),
-                Op::Read(m),
-            ]
+        1 => (read_flags(), 1usize..100, payload()).prop_map(move |(f, n, p)| {
+            vec![open(f), Op::Read(n), Op::Write(p)]
         }),
-        1 => (payload(), 0i64..80).prop_map(|(p, off)| vec![wr(), Op::Pwrite(p, off)]),
+        1 => (read_flags(), payload(), 1usize..100, seek(), 1usize..100).prop_map(
+            move |(f, p, n, s, m)| {
+                vec![
+                    open(f),
+                    Op::Write(without_now(p)),
+                    Op::Read(n),
+                    Op::Lseek(s),
+                    Op::Read(m),
+                ]
+            }
+        ),
+        1 => (open_flags(), payload(), 0i64..80)
+            .prop_map(move |(f, p, off)| vec![open(f), Op::Pwrite(p, off)]),
         2 => (payload(), payload(), any::<bool>()).prop_map(|(a, b, first)| {
             if first {
                 vec![Op::Freeze, wr(), Op::Write(a)]
@@ -485,6 +499,24 @@ fn case() -> BoxedStrategy<FuzzCase> {
         }),
     ];
     ops.prop_map(|ops| FuzzCase { ops }).boxed()
+}
+
+/// Flags of an fd that writes: mostly O_WRONLY; also O_RDWR, and O_APPEND and O_TRUNC, which
+/// procfs ignores (the shell's `>>` and `>`).
+fn open_flags() -> BoxedStrategy<i32> {
+    prop_oneof![
+        8 => Just(libc::O_WRONLY),
+        1 => Just(libc::O_WRONLY | libc::O_APPEND),
+        1 => Just(libc::O_WRONLY | libc::O_TRUNC),
+        1 => Just(libc::O_RDWR),
+        1 => Just(libc::O_RDWR | libc::O_APPEND),
+    ]
+    .boxed()
+}
+
+/// Flags of an fd that reads and writes.
+fn read_flags() -> BoxedStrategy<i32> {
+    prop_oneof![3 => Just(libc::O_RDWR), 1 => Just(libc::O_RDWR | libc::O_APPEND)].boxed()
 }
 
 /// The value tree of case `i`: a ChaCha generator seeded from (seed, i) only.
