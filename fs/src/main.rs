@@ -9,6 +9,7 @@ mod notify;
 mod nsops;
 mod overlay;
 mod pio;
+mod procpos;
 mod readers;
 mod rootfile;
 mod state;

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::notify::Page;
 use crate::pio;
+use crate::procpos;
 use crate::rootfile::RootFile;
 use crate::state::{Daemon, NsRef, Sandbox, TaskNs};
 use crate::statpage::REFRESH_AT;
@@ -1638,7 +1639,7 @@ impl Filesystem for Overlay {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -1653,11 +1654,8 @@ impl Filesystem for Overlay {
         let Key::Offsets(pid, start) = key else {
             return reply.error(Errno::EINVAL);
         };
-        let pos = if offset >= phantom {
-            offset - phantom
-        } else {
-            offset
-        };
+        let append = flags.0 & libc::O_APPEND != 0;
+        let pos = procpos::write_position(offset, phantom, append);
         match self.write_offsets(pid, start, pos, data, cap) {
             Ok(n) => {
                 if let Some(f) = self
@@ -1666,7 +1664,7 @@ impl Filesystem for Overlay {
                     .unwrap_or_else(|e| e.into_inner())
                     .get_mut(&fh.0)
                 {
-                    f.phantom += n as u64;
+                    f.phantom = procpos::phantom_after_write(offset, pos, n as u64);
                 }
                 reply.written(n as u32)
             }

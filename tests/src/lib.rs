@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests.
 
+pub mod fuzz;
 pub mod harness;
 pub mod offsets;
 pub mod sandbox;

@@ -25,16 +25,19 @@ pub const KTIME_SEC_MAX: i64 = 9_223_372_036;
 /// host clock and the write.
 pub const RANGE_MARGIN: i64 = 5;
 
-/// Cases whose results are expected to differ between the kernel and the emulation.
-/// The differential test still runs them and prints the difference, but does not fail.
+/// The differences between the kernel and the emulation that FUSE makes unavoidable, by
+/// name, each with its reason. The differential tests still run the cases that show them
+/// and print the difference, but do not fail; any other difference fails them.
+/// [`KNOWN_DIFFERENCE_CASES`] names the hand-written case that pins each.
 pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     // The kernel's file is a seq_file: single_open() clears FMODE_PWRITE, so pwrite()
     // fails in the VFS with ESPIPE before the handler runs (spec D6, E1). A FUSE file
     // cannot refuse pwrite alone: FOPEN_NONSEEKABLE would also break lseek() and
     // pread(), which the kernel's file supports (read_pread_10, lseek_5_then_write).
-    // The emulation sees a write at offset 0 and applies it.
+    // The emulation judges a write at that offset: EINVAL, or applied when the offset is
+    // where the FUSE position stands.
     (
-        "pwrite_at_0",
+        "pwrite",
         "kernel: ESPIPE from the VFS (seq_file clears FMODE_PWRITE); FUSE cannot refuse pwrite without also refusing lseek/pread",
     ),
     // write(fd, "", 0): procfs calls the handler, whose parse of an empty string fails with
@@ -44,14 +47,44 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "empty_write",
         "kernel: EINVAL from the handler; FUSE returns 0 for a zero-length write without asking the daemon",
     ),
+    // The kernel's handler never advances f_pos (E1), but FUSE moves the file position by
+    // every count the daemon returns; the daemon subtracts what it accepted on the fd. An
+    // lseek to exactly that position (or past it, for a read) is a seek the daemon cannot
+    // tell from no seek: FUSE handles SEEK_SET/SEEK_CUR without a request.
+    (
+        "seek_after_write",
+        "kernel: position moved only by read/lseek; FUSE also moves it by accepted writes and never reports an lseek, so a seek to that position looks like none",
+    ),
+    // procfs passes the handler the file position whatever O_APPEND says; FUSE sends an
+    // O_APPEND write at the inode's size instead, so the daemon takes it for position 0 (the
+    // position of an fd only written to). A read or lseek before it goes unseen.
+    (
+        "append_position",
+        "kernel: an O_APPEND write is at the file position, moved by read/lseek; FUSE sends it at the inode size, so the daemon takes 0",
+    ),
 ];
 
-/// Reason why `case` is a known difference, if it is one.
-pub fn known_difference(case: &str) -> Option<&'static str> {
+/// The hand-written case that pins each known difference: (case, difference).
+pub const KNOWN_DIFFERENCE_CASES: &[(&str, &str)] = &[
+    ("pwrite_at_0", "pwrite"),
+    ("pwrite_at_5", "pwrite"),
+    ("empty_write", "empty_write"),
+    ("lseek_to_written_then_write", "seek_after_write"),
+    ("append_after_read", "append_position"),
+];
+
+/// The reason for a known difference, by its name.
+pub fn known_reason(difference: &str) -> Option<&'static str> {
     KNOWN_DIFFERENCES
         .iter()
-        .find(|(name, _)| *name == case)
+        .find(|(name, _)| *name == difference)
         .map(|(_, why)| *why)
+}
+
+/// The known difference hand-written case `case` shows, if any: (name, reason).
+pub fn known_difference(case: &str) -> Option<(&'static str, &'static str)> {
+    let (_, name) = KNOWN_DIFFERENCE_CASES.iter().find(|(c, _)| *c == case)?;
+    Some((name, known_reason(name)?))
 }
 
 /// One write case.
@@ -149,7 +182,7 @@ pub fn host_now_sec(clock: libc::clockid_t) -> i64 {
 }
 
 /// An open file descriptor, closed on drop.
-struct Fd(i32);
+pub(crate) struct Fd(i32);
 
 impl Drop for Fd {
     fn drop(&mut self) {
@@ -167,15 +200,15 @@ struct Rel {
 }
 
 /// State of one running case.
-struct Ctx {
+pub(crate) struct Ctx {
     path: CString,
-    results: Vec<Value>,
+    pub(crate) results: Vec<Value>,
     rel: Vec<Rel>,
     read: Option<Vec<u8>>,
 }
 
 impl Ctx {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Ctx {
             path: CString::new(OFFSETS_PATH).expect("path has no NUL"),
             results: Vec::new(),
@@ -185,7 +218,7 @@ impl Ctx {
     }
 
     /// Opens the offsets file; on failure records `"open:<ERRNO>"` and returns None.
-    fn open(&mut self, flags: i32) -> Option<Fd> {
+    pub(crate) fn open(&mut self, flags: i32) -> Option<Fd> {
         // SAFETY: `path` is a valid NUL-terminated string.
         let fd = unsafe { libc::open(self.path.as_ptr(), flags | libc::O_CLOEXEC) };
         if fd < 0 {
@@ -197,19 +230,19 @@ impl Ctx {
         }
     }
 
-    fn write(&mut self, fd: &Fd, buf: &[u8]) {
+    pub(crate) fn write(&mut self, fd: &Fd, buf: &[u8]) {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let ret = unsafe { libc::write(fd.0, buf.as_ptr().cast(), buf.len()) };
         self.results.push(outcome(ret as i64));
     }
 
-    fn pwrite(&mut self, fd: &Fd, buf: &[u8], off: i64) {
+    pub(crate) fn pwrite(&mut self, fd: &Fd, buf: &[u8], off: i64) {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let ret = unsafe { libc::pwrite(fd.0, buf.as_ptr().cast(), buf.len(), off) };
         self.results.push(outcome(ret as i64));
     }
 
-    fn lseek(&mut self, fd: &Fd, off: i64, whence: i32) {
+    pub(crate) fn lseek(&mut self, fd: &Fd, off: i64, whence: i32) {
         // SAFETY: plain syscall on an owned descriptor.
         let ret = unsafe { libc::lseek(fd.0, off, whence) };
         self.results.push(outcome(ret));
@@ -225,7 +258,7 @@ impl Ctx {
     }
 
     /// `read(fd, len)`; the bytes read are appended to the case's `read` field.
-    fn read(&mut self, fd: &Fd, len: usize) -> isize {
+    pub(crate) fn read(&mut self, fd: &Fd, len: usize) -> isize {
         let mut buf = vec![0u8; len];
         // SAFETY: `buf` is valid for writes of `len` bytes.
         let ret = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), len) };
@@ -251,7 +284,7 @@ impl Ctx {
     }
 
     /// Registers a host-clock-dependent seconds value for `after_rel`.
-    fn rel(&mut self, clock: &'static str, sec: i64, token: &str) {
+    pub(crate) fn rel(&mut self, clock: &'static str, sec: i64, token: &str) {
         self.rel.push(Rel {
             clock,
             sec,
@@ -262,7 +295,7 @@ impl Ctx {
     /// Creates a child that exits at once and reaps it. The child enters the pending
     /// namespace, which freezes its offsets (B1, B2, C1). Records the child's exit
     /// status (0 expected).
-    fn fork_and_reap(&mut self) {
+    pub(crate) fn fork_and_reap(&mut self) {
         // SAFETY: this process is single-threaded; the child calls only `_exit`.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -292,7 +325,7 @@ impl Ctx {
 
     /// Removes CAP_SYS_TIME from the effective set (permitted is kept). Records 0 or
     /// `"capset:<ERRNO>"`.
-    fn drop_cap_sys_time(&mut self) -> bool {
+    pub(crate) fn drop_cap_sys_time(&mut self) -> bool {
         match set_cap_effective(CAP_SYS_TIME, false) {
             Ok(()) => {
                 self.results.push(Value::from(0));
@@ -339,7 +372,7 @@ impl Ctx {
         out
     }
 
-    fn finish(&self, name: &str) -> String {
+    pub(crate) fn finish(&self, name: &str) -> String {
         let after = self.after();
         let mut s = format!(
             "{{\"case\":{},\"results\":{},\"after\":{}",
@@ -652,6 +685,35 @@ pub static CASES: &[Case] = &[
     case!("pwrite_at_0", "E1 D6", |c| {
         if let Some(fd) = c.open(libc::O_WRONLY) {
             c.pwrite(&fd, b"monotonic 10 0\n", 0);
+        }
+    }),
+    // Known difference: see KNOWN_DIFFERENCES.
+    case!("pwrite_at_5", "E1 D6", |c| {
+        if let Some(fd) = c.open(libc::O_WRONLY) {
+            c.pwrite(&fd, b"monotonic 10 0\n", 5);
+        }
+    }),
+    // Known difference: the lseek goes exactly where the FUSE position stands after the
+    // first write; the kernel's position is 15, so its second write fails (E1).
+    case!("lseek_to_written_then_write", "E1 D6", |c| {
+        if let Some(fd) = c.open(libc::O_WRONLY) {
+            c.write(&fd, b"monotonic 10 0\n");
+            c.lseek(&fd, 15, libc::SEEK_SET);
+            c.write(&fd, b"boottime 20 0\n");
+        }
+    }),
+    // procfs ignores O_APPEND (`echo ... >> timens_offsets`): both writes are at position 0.
+    case!("append_two_writes", "E1", |c| {
+        if let Some(fd) = c.open(libc::O_WRONLY | libc::O_APPEND) {
+            c.write(&fd, b"monotonic 10 0\n");
+            c.write(&fd, b"boottime 20 0\n");
+        }
+    }),
+    // Known difference: the read moved the kernel's position to 10.
+    case!("append_after_read", "E1", |c| {
+        if let Some(fd) = c.open(libc::O_RDWR | libc::O_APPEND) {
+            c.read(&fd, 10);
+            c.write(&fd, b"monotonic 10 0\n");
         }
     }),
     // --- read format (D2, D6) ---

@@ -10,7 +10,7 @@
 use crate::harness::{self, Finished};
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -467,6 +467,15 @@ impl Background {
                 )
             }
         }
+    }
+
+    /// Writes `line` and a newline to its stdin (a process reading requests line by line).
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdin already released")
+        })?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")
     }
 
     /// Closes its stdin (a script's `read x` returns).

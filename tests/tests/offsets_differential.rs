@@ -93,7 +93,7 @@ fn emulation_matches_kernel() {
                     show(&emul[field]),
                 );
                 match known_difference(case) {
-                    Some(why) => known.push((row, why)),
+                    Some((_, why)) => known.push((row, why)),
                     None => mismatches.push(row),
                 }
             }

@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::process::Command;
 use std::time::Duration;
 use timensfs_tests::harness::{self, comparable};
-use timensfs_tests::offsets::{self, CASES, KNOWN_DIFFERENCES};
+use timensfs_tests::offsets::{self, CASES, KNOWN_DIFFERENCES, KNOWN_DIFFERENCE_CASES};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offsets-case");
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -120,6 +120,15 @@ fn expectations() -> Vec<(&'static str, &'static str, String)> {
         ("write_after_read_lseek0", "[64,0,15]", offs(10, 0, 0, 0)),
         ("write_on_rdonly_fd", r#"["EBADF"]"#, z.clone()),
         ("pwrite_at_0", r#"["ESPIPE"]"#, z.clone()),
+        ("pwrite_at_5", r#"["ESPIPE"]"#, z.clone()),
+        (
+            "lseek_to_written_then_write",
+            r#"[15,15,"EINVAL"]"#,
+            offs(10, 0, 0, 0),
+        ),
+        // observed: procfs ignores O_APPEND, the read moves the position.
+        ("append_two_writes", "[15,14]", offs(10, 0, 20, 0)),
+        ("append_after_read", r#"[10,"EINVAL"]"#, z.clone()),
         // D2/D6: read format.
         ("read_pread_10", "[38,10,54]", offs(-10, 5, 10, 999_999_999)),
         (
@@ -167,10 +176,20 @@ fn case_list_is_consistent() {
     assert!(names.len() >= 45, "only {} cases", names.len());
     let unique: BTreeSet<&String> = names.iter().collect();
     assert_eq!(unique.len(), names.len(), "duplicate case names");
-    for (k, _) in KNOWN_DIFFERENCES {
+    for (case, difference) in KNOWN_DIFFERENCE_CASES {
         assert!(
-            offsets::find_case(k).is_some(),
-            "KNOWN_DIFFERENCES names unknown case {k}"
+            offsets::find_case(case).is_some(),
+            "KNOWN_DIFFERENCE_CASES names unknown case {case}"
+        );
+        assert!(
+            offsets::known_reason(difference).is_some(),
+            "KNOWN_DIFFERENCE_CASES names unknown difference {difference}"
+        );
+    }
+    for (difference, _) in KNOWN_DIFFERENCES {
+        assert!(
+            KNOWN_DIFFERENCE_CASES.iter().any(|(_, d)| d == difference),
+            "no hand-written case pins known difference {difference}"
         );
     }
     let expected: BTreeSet<&str> = expectations().iter().map(|e| e.0).collect();
@@ -226,10 +245,13 @@ fn kernel_matches_spec() {
             ));
         }
         // Reads return exactly the content (D2, D6).
-        // The write_after_read cases read the initial (zero) content before writing.
+        // The write_after_read cases read the initial (zero) content before writing,
+        // append_after_read its first 10 bytes.
         if let Some(read) = got["read"].as_str() {
             let want = if case.starts_with("write_after_read") {
                 zeros()
+            } else if case == "append_after_read" {
+                zeros()[..10].to_string()
             } else {
                 rec["after"].as_str().unwrap_or_default().to_string()
             };

@@ -365,6 +365,25 @@ mod tests {
     }
 
     #[test]
+    fn e9_nsec_wrapped_to_a_huge_negative_is_erange_at_once() {
+        // Found by the differential fuzz (kernel ERANGE after ~2.5 s of its normalisation loop; the
+        // daemon's copy of the loop held a FUSE thread for ~8 s in a debug build): the nsec field
+        // wraps to i64::MIN, passes E4's signed check, and host + offset is far below 0.
+        let started = std::time::Instant::now();
+        assert_eq!(
+            write("monotonic 1 9223372036854775808\n"),
+            Err(WriteError::Range)
+        );
+        // The same carry can land in range, and the offset is stored as written (observed on
+        // 6.18: "boottime   9223372036 -9223372036854775807").
+        assert_eq!(
+            write("7 9223372036 9223372036854775809").map(|(o, _)| o.boottime),
+            Ok(ts(9_223_372_036, -9_223_372_036_854_775_807))
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
     fn e9_uses_the_named_host_clock() {
         // -750 is fine against host boottime 800.5, out of range against monotonic 710.289.
         assert_eq!(

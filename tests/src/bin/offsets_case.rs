@@ -4,18 +4,24 @@
 //! Usage:
 //!   offsets-case --list              print the case names, one per line
 //!   offsets-case [--kernel] CASE     run CASE and print its JSON record
+//!   offsets-case --batch             run generated cases read from stdin, one JSON
+//!                                    line each, printing one record per line
 //!
 //! With `--kernel` the process first calls `unshare(CLONE_NEWTIME)`, so that
 //! `/proc/self/timens_offsets` shows a fresh, writable pending namespace of the real
 //! kernel. Without it, the environment must already provide one (the emulation:
 //! `timens run --for-children -- offsets-case CASE`).
 //!
+//! `--batch` (timensfs_tests::fuzz::run_batch) runs each case in a forked child that calls
+//! `unshare(CLONE_NEWTIME)` itself, on the host and in a sandbox alike.
+//!
 //! Exit status: 0 when the case ran (whatever its results), 2 on usage errors,
 //! 3 when `--kernel` could not create the namespace.
 
 use timensfs_tests::offsets::{find_case, CASES};
 
-const USAGE: &str = "usage: offsets-case --list | offsets-case [--kernel] CASE";
+const USAGE: &str =
+    "usage: offsets-case --list | offsets-case [--kernel] CASE | offsets-case --batch";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +36,14 @@ fn main() {
                 return;
             }
             "--kernel" => kernel = true,
+            "--batch" => {
+                let stdin = std::io::stdin().lock();
+                let stdout = std::io::stdout().lock();
+                if let Err(e) = timensfs_tests::fuzz::run_batch(stdin, stdout) {
+                    fail(1, &format!("batch: {e}"));
+                }
+                return;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 for c in CASES {
