@@ -475,16 +475,31 @@ impl Overlay {
     /// open (see `statpage`): renders the caller's content now and makes it what the kernel
     /// holds. Returns that content, or None for a direct-I/O open (every read asks the daemon).
     /// Counts every handle of a `PID/stat` inode (the RELEASE uncounts it).
-    fn open_pid_stat(&self, req: &Request, ino: INodeNo, key: &Key, fh: u64) -> Option<Vec<u8>> {
+    ///
+    /// ESTALE when the process is gone: the kernel reached this inode through a `/proc/PID`
+    /// entry it still caches for an exited process (its invalidation is on its way), maybe one
+    /// whose pid a new process has now. The kernel then walks the path again, asking for every
+    /// entry afresh, and finds the new process, or none, as procfs would.
+    fn open_pid_stat(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        key: &Key,
+        fh: u64,
+    ) -> Res<Option<Vec<u8>>> {
         if !matches!(key, Key::PidStat(_)) {
-            return None;
+            return Ok(None);
         }
         if !self.sb.stat_pages.register(ino.0) || !self.stat_cache {
-            return None;
+            return Ok(None);
         }
         // Rendered without the lock (a pread as the caller): another open meanwhile sees this
         // handle counted and reads directly, and this one then does too.
         let content = self.render(req, ino.0, key);
+        if matches!(content, Err(e) if e == Errno::ESRCH || e == Errno::ENOENT) {
+            self.sb.stat_pages.release(ino.0, fh);
+            return Err(Errno::ESTALE);
+        }
         #[derive(PartialEq)]
         enum Send {
             Nothing,
@@ -493,14 +508,16 @@ impl Overlay {
         }
         let (send, opened) = {
             let mut pages = self.sb.stat_pages.lock();
-            let page = pages.get_mut(&ino.0)?;
+            let Some(page) = pages.get_mut(&ino.0) else {
+                return Ok(None);
+            };
             let Ok(content) = &content else {
                 // The read reports the error (as procfs does: the open succeeds).
                 page.held = None;
-                return None;
+                return Ok(None);
             };
             if page.open != 1 {
-                return None;
+                return Ok(None);
             }
             let send = match &page.held {
                 Some(h) if h == content => Send::Nothing,
@@ -508,12 +525,16 @@ impl Overlay {
                 _ => Send::Drop,
             };
             if send != Send::Nothing {
-                // Unknown until the notification is through (sent without the lock).
+                // Unknown until the notification is through (sent without the lock); attribute
+                // replies meanwhile give the new content's length.
                 page.held = None;
+                page.sending = Some(content.len() as u64);
             }
             (send, page.opened)
         };
-        let content = content.ok()?;
+        let Ok(content) = content else {
+            return Ok(None);
+        };
         // No other handle was open, so no page read of this inode should be waiting for this
         // daemon; the rescue answers one anyway (a handle opened meanwhile).
         let sent = send == Send::Nothing || {
@@ -531,18 +552,21 @@ impl Overlay {
                 || outbox.pages_now(&rescue, Page::Drop { ino: ino.0 })
         };
         let mut pages = self.sb.stat_pages.lock();
-        let page = pages.get_mut(&ino.0)?;
+        let Some(page) = pages.get_mut(&ino.0) else {
+            return Ok(None);
+        };
+        page.sending = None;
         if !sent || page.open != 1 || page.opened != opened {
             // Another open came while the lock was free: what the kernel holds is unknown.
             page.held = None;
-            return None;
+            return Ok(None);
         }
         page.held = Some(content.clone());
         page.cached_fh = Some(fh);
         page.cached_len = content.len() as u64;
         drop(pages);
         self.daemon.refresh.later(&self.sb, ino.0, fh);
-        Some(content)
+        Ok(Some(content))
     }
 
     /// A GETATTR with the handle of a page-cached `PID/stat`: it comes from a read or fstat
@@ -1546,13 +1570,14 @@ impl Filesystem for Overlay {
                         FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
                     }
                     None => match self.open_pid_stat(req, ino, &f.key, fh) {
-                        Some(content) => {
+                        Err(e) => return reply.error(e),
+                        Ok(Some(content)) => {
                             f.cached = true;
                             f.snapshot = Some(content);
                             f.rendered_at = Some(std::time::Instant::now());
                             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
                         }
-                        None => {
+                        Ok(None) => {
                             self.allow_splice(ino);
                             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
                         }

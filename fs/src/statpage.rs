@@ -45,6 +45,10 @@ pub struct StatPage {
     /// Handles ever opened: an open that decided with the lock and sent its notification
     /// without it finds out, on taking the lock again, whether another open came meanwhile.
     pub opened: u64,
+    /// The length of the content an open is storing (or making the kernel read) right now,
+    /// without the lock: the size attribute replies give meanwhile, so that a reply the kernel
+    /// applies after the store does not cut i_size back (to 0: an empty read).
+    pub sending: Option<u64>,
     /// The page-cached handle, while it is open, and the length of its content.
     pub cached_fh: Option<u64>,
     pub cached_len: u64,
@@ -57,6 +61,9 @@ impl StatPage {
     /// The size attribute replies give: the page-cached handle's length while there is one
     /// (its reads stop at i_size), else what the kernel holds; 0 (procfs's size) when unknown.
     pub fn size(&self) -> u64 {
+        if let Some(len) = self.sending {
+            return len;
+        }
         match (self.cached_fh, &self.held) {
             (Some(_), _) => self.cached_len,
             (None, Some(h)) => h.len() as u64,

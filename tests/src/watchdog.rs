@@ -1,6 +1,6 @@
 //! A D-state watchdog for tests that load the daemon: any task that waits uninterruptibly on one
 //! of the test's own FUSE connections (or any thread of the test's daemon) for longer than
-//! [`STUCK_AFTER`] is a failure. The watchdog then aborts the test's own connections
+//! [`STUCK_AFTER`], without running in between (its context switches unchanged), is a failure. The watchdog then aborts the test's own connections
 //! (`/sys/fs/fuse/connections/N/abort`) so the machine recovers, and the test reports what was
 //! stuck where.
 //!
@@ -93,7 +93,10 @@ impl Watchdog {
         let thread = {
             let (stop, reports, before) = (stop.clone(), reports.clone(), before.clone());
             std::thread::spawn(move || {
-                let mut since: HashMap<String, Instant> = HashMap::new();
+                // Per task in D state: since when, and its context switches then. A task that
+                // switched since is not stuck: it slept, ran and slept again (the notifier
+                // sends one invalidation after another, each waiting a moment).
+                let mut since: HashMap<String, (Instant, u64)> = HashMap::new();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                     let ours: HashSet<u32> = connections().difference(&before).copied().collect();
@@ -107,7 +110,14 @@ impl Watchdog {
                             continue;
                         }
                         let key = format!("{pid}/{tid}");
-                        let t0 = *since.entry(key.clone()).or_insert_with(Instant::now);
+                        let switches = context_switches(pid, tid);
+                        let entry = since
+                            .entry(key.clone())
+                            .or_insert_with(|| (Instant::now(), switches));
+                        if entry.1 != switches {
+                            *entry = (Instant::now(), switches);
+                        }
+                        let t0 = entry.0;
                         in_d.insert(key.clone());
                         if t0.elapsed() > STUCK_AFTER {
                             let comm = first_line(&format!("/proc/{pid}/task/{tid}/comm"));
@@ -177,6 +187,16 @@ impl Drop for Watchdog {
             eprintln!("watchdog: aborted FUSE connections {aborted:?} left waiting");
         }
     }
+}
+
+/// How often a task has been switched out, voluntarily or not.
+fn context_switches(pid: &str, tid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The innermost frames of a task's kernel stack.
