@@ -457,7 +457,7 @@ pub fn collect_garbage(daemon: &Daemon, pending: &Pending) {
         // record may still be on its way. One made before this daemon started may have members
         // it never learned of: it waits for the process that made it.
         let ours = snap.meta.created_unix >= daemon.started_unix;
-        let young = now.saturating_sub(snap.meta.created_unix) < 10;
+        let young = now.saturating_sub(snap.meta.created_unix) < 2;
         let unused = if ours {
             !young
         } else {

@@ -210,32 +210,29 @@ fn kernel_stack(pid: &str, tid: &str) -> String {
         .join(" ")
 }
 
-/// Where every thread of the daemon is, when gdb is there to tell: the frames of the
-/// daemon's own code (timensfs, timens, fuser), the rest elided. Saved whole in the temp dir.
+/// Where every thread of the daemon is: name, state, the system call it is in
+/// (`/proc/PID/task/TID/syscall`) and its kernel stack. (Not gdb: attaching to a process with a
+/// thread in D state waits for that thread forever, and a tracer killed meanwhile leaves the
+/// process stopped.)
 fn backtraces(pid: &str) -> String {
-    let out = std::process::Command::new("gdb")
-        .args(["-p", pid, "-batch", "-ex", "thread apply all bt"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(out) = out else {
-        return "(no gdb)".into();
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let path = std::env::temp_dir().join(format!("timensfs-watchdog-{pid}.txt"));
-    let _ = std::fs::write(&path, &text);
-    let mut short = format!("(whole in {})", path.display());
-    for l in text.lines() {
-        if l.starts_with("Thread ")
-            || ["timensfs::", "timens::", "fuser::", "std::sync::"]
-                .iter()
-                .any(|m| l.contains(m))
-        {
-            short.push_str("\n  ");
-            short.push_str(l.trim());
-        }
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+        let state = crate::sandbox::proc_state(&stat).unwrap_or('?');
+        let syscall = first_line(&format!("{dir}/syscall"));
+        let syscall = syscall.split_whitespace().next().unwrap_or("");
+        out.push_str(&format!(
+            "\n  {tid} {} {state} syscall {syscall}: {}",
+            first_line(&format!("{dir}/comm")),
+            kernel_stack(pid, &tid)
+        ));
     }
-    short
+    out
 }
 
 /// (pid, tid) of every task whose kernel stack is in FUSE or in a path walk, whatever its state

@@ -101,7 +101,8 @@ fn forker(
     while byte(go) == Some(b'u') {
         // SAFETY: unshare takes no pointers.
         if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
-            let _ = ready.write_all(b"E");
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            let _ = ready.write_all(&[b'E', e as u8]);
             break;
         }
         let _ = ready.write_all(b"r");
@@ -151,8 +152,13 @@ fn main() {
         go_w.write_all(b"u").expect("go");
         match byte(&ready_r) {
             Some(b'r') => {}
+            Some(b'E') => {
+                let e = byte(&ready_r).unwrap_or(0);
+                violation = Some(format!("round {round}: unshare failed in P: errno {e}"));
+                break;
+            }
             other => {
-                violation = Some(format!("round {round}: unshare failed in P ({other:?})"));
+                violation = Some(format!("round {round}: P answered {other:?}"));
                 break;
             }
         }
@@ -206,6 +212,7 @@ fn main() {
     println!("accepted={accepted} refused={refused}");
     if let Some(v) = violation {
         println!("VIOLATION {v}");
+        eprintln!("VIOLATION {v}");
         std::process::exit(1);
     }
 }
