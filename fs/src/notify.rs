@@ -5,8 +5,8 @@
 //! A notification is a write to `/dev/fuse` that the kernel may make wait:
 //! - `inval_entry` locks the parent directory's inode, so it waits for every LOOKUP and READDIR
 //!   in progress in that directory, each of which waits for this daemon's answer;
-//! - a page store or a page invalidation (`store`, `inval_inode` with an offset ≥ 0) locks the
-//!   inode's pages, so it waits for a page READ in progress, which waits for this daemon too.
+//! - a page store (`store`) locks the inode's pages, so it waits for a page READ in progress,
+//!   which waits for this daemon too.
 //!
 //! So a thread that sends one of those must not hold anything a request handler can wait for,
 //! and no request handler may wait for such a thread. Concurrent `unshare -T` loops broke both
@@ -23,8 +23,8 @@
 //!   lock ([`NoWait`] marks both), and it never waits for longer than [`TICKET_PATIENCE`].
 //! - Handlers may send two kinds inline, each through a method whose signature says what makes
 //!   it safe: [`Outbox::attrs_now`] (attribute invalidation only: the kernel takes no sleeping
-//!   lock for it) and [`Outbox::pages_now`] (a page store or invalidation of an inode, which needs
-//!   a [`crate::readers::Rescue`]: another reader answers the page READ it may wait for). Both
+//!   lock for it) and [`Outbox::store_now`] (a page store, which needs a
+//!   [`crate::readers::Rescue`]: another reader answers the page READ it may wait for). Both
 //!   take `&self` of the outbox only, so no guard of the overlay's maps can be held by the
 //!   caller without the borrow showing it in the code (callers drop their guards first).
 
@@ -79,38 +79,13 @@ impl Outbox {
         )
     }
 
-    /// Sends a page store or a page invalidation of one inode from a request handler. It may
-    /// wait for a page READ of that inode in progress: `_rescue` keeps another reader reading
-    /// to answer it. The caller holds no lock of the overlay's (see the module's rule).
-    pub fn pages_now(&self, _rescue: &Rescue<'_>, page: Page<'_>) -> bool {
+    /// Stores `bytes` at `offset` of `ino`'s page cache (extending i_size to reach them) from a
+    /// request handler. It may wait for a page READ of that inode in progress: `_rescue` keeps
+    /// another reader reading to answer it. The caller holds no lock of the overlay's (see the
+    /// module's rule). Returns whether it reached the kernel.
+    pub fn store_now(&self, _rescue: &Rescue<'_>, ino: u64, offset: u64, bytes: &[u8]) -> bool {
         let Some(n) = self.get() else { return false };
-        let ino = fuser::INodeNo(page.ino());
-        match page {
-            Page::Store { offset, bytes, .. } => {
-                report("notify store", n.store(ino, offset, bytes))
-            }
-            Page::Drop { .. } => report("notify inval inode (pages)", n.inval_inode(ino, 0, -1)),
-        }
-    }
-}
-
-/// What [`Outbox::pages_now`] sends.
-pub enum Page<'a> {
-    /// Put `bytes` at `offset` of `ino`'s page cache (extends i_size to reach them).
-    Store {
-        ino: u64,
-        offset: u64,
-        bytes: &'a [u8],
-    },
-    /// Drop every cached page and the attributes of `ino`.
-    Drop { ino: u64 },
-}
-
-impl Page<'_> {
-    fn ino(&self) -> u64 {
-        match self {
-            Page::Store { ino, .. } | Page::Drop { ino } => *ino,
-        }
+        report("notify store", n.store(fuser::INodeNo(ino), offset, bytes))
     }
 }
 

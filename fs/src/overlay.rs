@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::notify::Page;
 use crate::pio;
 use crate::procpos;
 use crate::rootfile::RootFile;
@@ -367,16 +366,14 @@ impl Overlay {
         {
             return;
         }
+        if let Some(page) = self.sb.stat_pages.lock().get_mut(&ino.0) {
+            page.max_size = SPLICE_SIZE;
+        }
         // The store locks its page: a page read of it in progress needs another reader.
         let rescue = self.sb.readers.rescue();
-        self.sb.outbox.pages_now(
-            &rescue,
-            Page::Store {
-                ino: ino.0,
-                offset: SPLICE_SIZE - 1,
-                bytes: &[0],
-            },
-        );
+        self.sb
+            .outbox
+            .store_now(&rescue, ino.0, SPLICE_SIZE - 1, &[0]);
     }
 
     /// Renders `/proc/uptime` for namespace `ns` and makes it the published content if it
@@ -500,13 +497,7 @@ impl Overlay {
             self.sb.stat_pages.release(ino.0, fh);
             return Err(Errno::ESTALE);
         }
-        #[derive(PartialEq)]
-        enum Send {
-            Nothing,
-            Store,
-            Drop,
-        }
-        let (send, opened) = {
+        let (store, opened) = {
             let mut pages = self.sb.stat_pages.lock();
             let Some(page) = pages.get_mut(&ino.0) else {
                 return Ok(None);
@@ -519,37 +510,38 @@ impl Overlay {
             if page.open != 1 {
                 return Ok(None);
             }
-            let send = match &page.held {
-                Some(h) if h == content => Send::Nothing,
-                Some(h) if content.len() >= h.len() => Send::Store,
-                _ => Send::Drop,
+            let len = content.len() as u64;
+            let store = match &page.held {
+                Some(h) if h == content => false,
+                // The kernel's i_size is at most the largest size it was ever given for this
+                // inode: a store at least that long leaves exactly this content and its length
+                // (a store only extends i_size), and needs no attribute reply.
+                _ if len >= page.max_size => true,
+                // Shorter than what the kernel may hold. Only an attribute reply could bring
+                // i_size down, and the kernel drops a reply that an attribute invalidation
+                // overtook (the refresher's, for another handle): this handle reads directly.
+                _ => {
+                    page.held = None;
+                    return Ok(None);
+                }
             };
-            if send != Send::Nothing {
-                // Unknown until the notification is through (sent without the lock); attribute
+            if store {
+                // Unknown until the store is through (sent without the lock); attribute
                 // replies meanwhile give the new content's length.
                 page.held = None;
-                page.sending = Some(content.len() as u64);
+                page.sending = Some(len);
+                page.max_size = page.max_size.max(len);
             }
-            (send, page.opened)
+            (store, page.opened)
         };
         let Ok(content) = content else {
             return Ok(None);
         };
         // No other handle was open, so no page read of this inode should be waiting for this
         // daemon; the rescue answers one anyway (a handle opened meanwhile).
-        let sent = send == Send::Nothing || {
+        let sent = !store || {
             let rescue = self.sb.readers.rescue();
-            let outbox = &self.sb.outbox;
-            (send == Send::Store
-                && outbox.pages_now(
-                    &rescue,
-                    Page::Store {
-                        ino: ino.0,
-                        offset: 0,
-                        bytes: &content,
-                    },
-                ))
-                || outbox.pages_now(&rescue, Page::Drop { ino: ino.0 })
+            self.sb.outbox.store_now(&rescue, ino.0, 0, &content)
         };
         let mut pages = self.sb.stat_pages.lock();
         let Some(page) = pages.get_mut(&ino.0) else {
@@ -789,9 +781,10 @@ impl Overlay {
                 let (uo, go) = self.owner(p);
                 let mut a = self.attr(ino, FileType::RegularFile, 0o444, uo, go, 1);
                 // While page-cached, the kernel's i_size must be the content's length.
-                if let Some(page) = self.sb.stat_pages.lock().get(&ino) {
+                if let Some(page) = self.sb.stat_pages.lock().get_mut(&ino) {
                     a.size = page.size();
                     a.mtime = self.born + Duration::from_nanos(page.generation);
+                    page.max_size = page.max_size.max(a.size);
                 }
                 a
             }

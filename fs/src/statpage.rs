@@ -11,10 +11,12 @@
 //! - Only one page-cached handle per inode, and only when it is the inode's only handle: the
 //!   pages hold exactly that handle's content. An open while another handle is open reads with
 //!   direct I/O, as before.
-//! - The kernel's i_size is the content's length. A notify_store only ever extends i_size, so
-//!   content that is not longer than what the kernel holds (or unknown) is not stored: the
-//!   inode's pages and attributes are dropped instead, and the reader asks for the size
-//!   (GETATTR) and the page (READ), both answered from the handle's content.
+//! - The kernel's i_size is the content's length. A notify_store only ever extends i_size, and
+//!   the kernel's i_size is at most the largest size it was ever given for the inode
+//!   ([`StatPage::max_size`]), so content at least that long is stored and needs nothing else.
+//!   Shorter content is read directly (that handle only): bringing i_size down would take an
+//!   attribute reply, which the kernel drops when an attribute invalidation overtakes it (the
+//!   [`Refresher`]'s, for instance), leaving the reader a stale, possibly zero, size.
 //! - procfs generates the line at the read, not at the open. A page-cached handle still open
 //!   [`FRESH_FOR`] after its content was rendered has its attributes invalidated (by the
 //!   [`Refresher`] thread), so its next read asks GETATTR, which renders the line again and
@@ -49,6 +51,9 @@ pub struct StatPage {
     /// without the lock: the size attribute replies give meanwhile, so that a reply the kernel
     /// applies after the store does not cut i_size back (to 0: an empty read).
     pub sending: Option<u64>,
+    /// The largest size the kernel was given for the inode (attribute replies, stores): its
+    /// i_size is at most this (see `Overlay::open_pid_stat`).
+    pub max_size: u64,
     /// The page-cached handle, while it is open, and the length of its content.
     pub cached_fh: Option<u64>,
     pub cached_len: u64,
