@@ -38,4 +38,4 @@ cargo build "${PROFILE_FLAGS[@]}" --workspace >&2
 TIMENS_TORTURE_SECS=$SECS TIMENS_TORTURE_SANDBOXES=$SANDBOXES TIMENS_RACE_ROUNDS=$RACE_ROUNDS \
     TIMENS_UNSHARE_RUNS=$UNSHARE_RUNS \
     cargo test "${PROFILE_FLAGS[@]}" -p timensfs-tests --test torture -- --nocapture \
-    --test-threads 1 2>&1 | grep -E '^(race-write-fork|four unshare|torture|  |test |tasks stuck|errors the)'
+    --test-threads 1 2>&1 | grep -E 'race-write-fork,|four unshare|torture,|^  |test result|tasks stuck|errors the'
