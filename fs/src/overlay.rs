@@ -1302,6 +1302,16 @@ impl Overlay {
     fn open_virtual(&self, req: &Request, key: Key, flags: OpenFlags) -> Res<OpenFile> {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let mut cap_sys_time = false;
+        if let Key::Offsets(pid, start) = &key {
+            // Reached through a `/proc/PID` entry the kernel still caches for an exited process
+            // (its invalidation is on its way), maybe one whose pid is reused: ESTALE makes the
+            // kernel walk the path again and find the new process, or none (see
+            // `open_pid_stat`).
+            match pio::stat_start_and_state(self.procfs(), &pid.to_string()) {
+                Ok((s, _)) if s == *start => {}
+                _ => return Err(Errno::ESTALE),
+            }
+        }
         match &key {
             Key::Offsets(pid, _) if write => {
                 // F1: procfs judges the open itself (owner, mode 0644, non-dumpable owner).
