@@ -622,3 +622,58 @@ print(*vals)
     assert!(inside.status.success(), "inside: {inside:?}");
     check("inside --boottime 86400", &inside.stdout);
 }
+
+/// The first read of a page-cached `PID/stat` gets the whole line, however late it comes after
+/// the open. `ps` reads `/proc/self/stat` right after opening it, and got nothing now and then
+/// under load ("Error, do this: mount -t proc proc /proc"): the open of an inode no handle had
+/// read before left the kernel's size at the lookup's 0 and counted on the read's GETATTR to set
+/// it, but the refresher's attribute invalidation, sent while that GETATTR was on its way, made
+/// the kernel ignore the reply (attr_version moved on), and the read stopped at size 0. Opening
+/// each of many fresh processes' `stat` for the first time and reading it after a delay swept
+/// across the refresher's deadline hits that window in a few percent of the reads.
+#[test]
+fn pid_stat_first_read_after_any_delay_gets_the_line() {
+    let needs = Needs {
+        kernel_oracle: false,
+        tools: &["python3"],
+    };
+    let Some(env) = Env::new("pid_stat_first_read_after_any_delay", needs) else {
+        return;
+    };
+    const SCRIPT: &str = r#"
+import os, time
+N, LO_MS, HI_MS = 300, 4.0, 12.0
+r, w = os.pipe()
+kids = []
+for _ in range(N):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    kids.append(pid)
+os.close(r)
+bad = []
+for i, pid in enumerate(kids):
+    delay = LO_MS + (HI_MS - LO_MS) * i / (N - 1)
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    time.sleep(delay / 1000)
+    line = os.read(fd, 1024)
+    os.close(fd)
+    if not (line.startswith(f"{pid} (".encode()) and line.endswith(b"\n")) or b"\0" in line:
+        bad.append(f"{delay:.2f} ms: {line!r}")
+os.close(w)
+for pid in kids:
+    os.waitpid(pid, 0)
+print(f"{len(bad)} of {N} bad")
+for b in bad[:10]:
+    print(b)
+"#;
+    let out = env.run(&["--boottime", "1000"], &["python3", "-c", SCRIPT]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.starts_with("0 of "),
+        "first reads of fresh PID/stat handles after 4-12 ms:\n{}",
+        out.stdout
+    );
+}
