@@ -290,7 +290,7 @@ fn torture_matches_the_kernels_errors() {
         extra.is_empty(),
         "errors the kernel does not give: {extra:?}"
     );
-    for worker in ["unshare-1", "unshare-2", "race", "tools", "ns-churn"] {
+    for worker in ["unshare-1", "unshare-2", "tools", "ns-churn"] {
         assert!(
             e.ops.get(worker).copied().unwrap_or(0) > 0,
             "worker {worker} did nothing: {:?}",

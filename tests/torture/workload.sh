@@ -5,7 +5,6 @@
 #   - util-linux `unshare -T` with offsets, twice at once (the issue's deadlock workload);
 #   - ns-churn: unshare/setns/clone3 system calls, offsets writes, vfork/posix_spawn, reads of
 #     every virtual file (through the clock library in a sandbox);
-#   - race-write-fork: a timens_offsets writer and a forker racing on one pending namespace;
 #   - ps -ef, ls -l /proc/self/fd, cat of the virtual files, readlink of ns/time*, nsenter
 #     --time, fork/exec/exit.
 # Prints `ERR <op> <status> <first stderr line, digits as N>` for every failed command and
@@ -35,7 +34,6 @@ loop() { # loop NAME CMD...: CMD until the end, then the count
 }
 
 w_unshare() { run unshare-T unshare -T --monotonic 1000 --boottime 5000 sh -c 'cat /proc/uptime'; }
-w_race() { run race-write-fork "$bin/race-write-fork" 20; }
 w_tools() {
     run ps ps -ef
     run ls-fd ls -l /proc/self/fd
@@ -47,7 +45,6 @@ w_tools() {
 
 loop unshare-1 w_unshare &
 loop unshare-2 w_unshare &
-loop race w_race &
 loop tools w_tools &
 out=$("$bin/ns-churn" "$secs" "$seed")
 echo "$out"
