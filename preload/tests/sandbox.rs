@@ -320,7 +320,6 @@ fn namespace_calls() {
 fn setns_takes_the_namespace_from_the_fd() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     let Some((lib, progs, env)) = sandbox_setup("setns_takes_the_namespace", &["setns_fd"]) else {
         return;
     };
@@ -350,16 +349,7 @@ fn setns_takes_the_namespace_from_the_fd() {
             "/proc/uptime".as_ref(),
         ],
     );
-    let raw = foreign.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe and changes only the child's descriptor table.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, FOREIGN) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    timensfs_tests::sandbox::inherit_fd_as(&mut cmd, foreign.as_raw_fd(), FOREIGN);
     let f = timensfs_tests::sandbox::run(&mut cmd);
     drop(foreign);
     s2.finish();

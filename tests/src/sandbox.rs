@@ -540,6 +540,19 @@ impl Drop for Background {
     }
 }
 
+/// Makes `cmd`'s child have `fd` (open in this process) as its descriptor `target`.
+pub fn inherit_fd_as(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    // SAFETY: dup2 is async-signal-safe and changes only the child's descriptor table.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Host pids of the children of `pid` (its main thread's `children` file).
 pub fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -389,7 +389,6 @@ fn a_raw_setns_naming_another_sandboxs_namespace_changes_nothing() {
 fn a_setns_fd_that_is_not_the_daemons_namespace_file_is_einval() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     let Some(env) = Env::new("a_setns_fd_that_is_not", BASH) else {
         return;
     };
@@ -417,16 +416,7 @@ done"#
     );
     // A starts the daemon, which closes every inherited fd: only A's shell has FOREIGN.
     let mut cmd = env.run_cmd(&["--boottime", "3"], &["bash", "-c", &script]);
-    let raw = foreign.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe and changes only the child's descriptor table.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, FOREIGN) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    sandbox::inherit_fd_as(&mut cmd, foreign.as_raw_fd(), FOREIGN);
     let f = sandbox::run(&mut cmd);
     drop(foreign);
     assert!(f.status.success(), "A: {} {}", f.status, f.stderr);
