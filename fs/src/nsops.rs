@@ -158,10 +158,7 @@ fn new_namespace(
         anchor_pid: peer,
         anchor_starttime: starttime,
         mntns_inum: sb.mntns,
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::state::unix_now(),
         label: format!("{kind}:{}", sb.label),
     };
     let slot = daemon

@@ -154,10 +154,7 @@ pub fn create_sandbox(
         anchor_pid: anchor,
         anchor_starttime,
         mntns_inum,
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::state::unix_now(),
         label: label.clone(),
     };
     // Without --for-children the creator enters at once (it execs the command next): frozen (B2).
